@@ -1,0 +1,208 @@
+"""The circuit breaker: a per-provider state machine with an injected clock.
+
+closed --(failure_threshold consecutive failures)--> open
+open --(recovery_timeout elapsed, next allow_request)--> half-open, exactly one trial admitted
+half-open --(trial succeeds)--> closed
+half-open --(trial fails)--> open with a fresh timer
+
+Only provider-side failures should be recorded (``RouterError.trips_breaker``); a caller's 400
+says nothing about the provider's health. The breaker holds no lock: its owning provider actor is
+the only caller. It never reads the wall clock itself, so tests drive it with a fake clock.
+
+Results that arrive from requests admitted *before* the breaker opened are handled
+conservatively: a late success while open does not close it (the failures that opened it are
+more recent evidence), and a late failure while open counts but does not push the timer back.
+While half-open any success closes and any failure re-opens: the breaker cannot tell the trial
+from a straggler, and either is fresh evidence about the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["CircuitState", "CircuitBreaker"]
+
+logger = logging.getLogger(__name__)
+
+
+class CircuitState(StrEnum):
+    """Where the breaker stands."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class _Closed:
+    """Requests flow; consecutive failures are counted."""
+
+    state = CircuitState.CLOSED
+
+    def allow(self, breaker: CircuitBreaker) -> bool:
+        return True
+
+    def on_success(self, breaker: CircuitBreaker) -> None:
+        breaker._failures = 0
+
+    def on_failure(self, breaker: CircuitBreaker) -> None:
+        breaker._failures += 1
+        if breaker._failures >= breaker.failure_threshold:
+            breaker._enter(_Open(breaker._clock()))
+
+
+class _Open:
+    """Requests are rejected until the recovery timeout has elapsed."""
+
+    state = CircuitState.OPEN
+
+    def __init__(self, opened_at: float) -> None:
+        self.opened_at = opened_at
+
+    def retry_at(self, breaker: CircuitBreaker) -> float:
+        return self.opened_at + breaker.recovery_timeout
+
+    def allow(self, breaker: CircuitBreaker) -> bool:
+        if breaker._clock() < self.retry_at(breaker):
+            return False
+        trial = _HalfOpen()
+        trial.in_flight = True
+        breaker._enter(trial)
+        return True
+
+    def on_success(self, breaker: CircuitBreaker) -> None:
+        pass  # a straggler admitted before the breaker opened; see the module docstring
+
+    def on_failure(self, breaker: CircuitBreaker) -> None:
+        breaker._failures += 1
+
+
+class _HalfOpen:
+    """One trial request at a time decides between closing and re-opening."""
+
+    state = CircuitState.HALF_OPEN
+
+    def __init__(self) -> None:
+        self.in_flight = False
+
+    def allow(self, breaker: CircuitBreaker) -> bool:
+        if self.in_flight:
+            return False
+        self.in_flight = True
+        return True
+
+    def on_success(self, breaker: CircuitBreaker) -> None:
+        breaker._failures = 0
+        breaker._enter(_Closed())
+
+    def on_failure(self, breaker: CircuitBreaker) -> None:
+        breaker._failures += 1
+        breaker._enter(_Open(breaker._clock()))
+
+
+class CircuitBreaker:
+    """Per-provider circuit breaker (no threads, no lock, injected clock).
+
+    ``on_change(old, new)`` is called after every transition; an exception it raises is logged,
+    never propagated, so a faulty listener cannot wedge the breaker.
+    """
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[CircuitState, CircuitState], None] | None = None,
+    ) -> None:
+        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
+            raise ValueError(f"failure_threshold must be an integer, got {failure_threshold!r}")
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
+        if not math.isfinite(recovery_timeout) or recovery_timeout < 0:
+            raise ValueError(
+                f"recovery_timeout must be a finite number >= 0, got {recovery_timeout!r}"
+            )
+        self.failure_threshold = failure_threshold
+        self.recovery_timeout = float(recovery_timeout)
+        self._clock = clock
+        self._on_change = on_change
+        self._failures = 0
+        self._state: _Closed | _Open | _HalfOpen = _Closed()
+
+    def __repr__(self) -> str:
+        return (
+            f"CircuitBreaker(state={self.state.value}, "
+            f"consecutive_failures={self._failures}, threshold={self.failure_threshold})"
+        )
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state; an open breaker whose timeout has elapsed reports ``HALF_OPEN``
+        (ready for a trial) even before the next :meth:`allow_request` moves it there."""
+        current = self._state
+        if isinstance(current, _Open) and self._clock() >= current.retry_at(self):
+            return CircuitState.HALF_OPEN
+        return current.state
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures recorded since the last success (or reset)."""
+        return self._failures
+
+    def allow_request(self) -> bool:
+        """May a request be sent now? While half-open, ``True`` exactly once per trial."""
+        return self._state.allow(self)
+
+    def record_success(self) -> None:
+        """A request succeeded: reset the count; a half-open breaker closes."""
+        self._state.on_success(self)
+
+    def record_failure(self) -> None:
+        """A provider-side failure: count it; the threshold opens the breaker, and a failure
+        while half-open re-opens it with a fresh recovery timer."""
+        self._state.on_failure(self)
+
+    def release_trial(self) -> None:
+        """The half-open trial ended without a verdict (caller error, cancellation, refused by
+        the budget): let the next request be the trial. A no-op in any other state."""
+        if isinstance(self._state, _HalfOpen):
+            self._state.in_flight = False
+
+    def reset(self) -> None:
+        """Close the breaker and forget failures (e.g. after the provider was reconfigured)."""
+        self._failures = 0
+        if not isinstance(self._state, _Closed):
+            self._enter(_Closed())
+
+    def retry_at(self) -> float | None:
+        """Clock time at which the breaker admits a trial; ``None`` when closed, or while a
+        half-open trial is in flight (then no time is known). A half-open breaker without a
+        trial in flight admits one now."""
+        current = self._state
+        if isinstance(current, _Open):
+            return current.retry_at(self)
+        if isinstance(current, _HalfOpen) and not current.in_flight:
+            return self._clock()
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"state": str, "consecutive_failures": int, "retry_in": seconds | None}``."""
+        at = self.retry_at()
+        return {
+            "state": self.state.value,
+            "consecutive_failures": self._failures,
+            "retry_in": None if at is None else max(0.0, at - self._clock()),
+        }
+
+    def _enter(self, new: _Closed | _Open | _HalfOpen) -> None:
+        old = self._state.state
+        self._state = new
+        if self._on_change is not None and old is not new.state:
+            try:
+                self._on_change(old, new.state)
+            except Exception:
+                logger.exception("circuit breaker on_change listener failed")

@@ -1,0 +1,211 @@
+"""The circuit breaker's transitions, driven by a fake clock (no sleeping)."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.breaker import CircuitBreaker, CircuitState
+
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def changes() -> list[tuple[CircuitState, CircuitState]]:
+    return []
+
+
+@pytest.fixture
+def breaker(clock, changes) -> CircuitBreaker:
+    return CircuitBreaker(
+        failure_threshold=3,
+        recovery_timeout=10.0,
+        clock=clock,
+        on_change=lambda old, new: changes.append((old, new)),
+    )
+
+
+def trip(breaker: CircuitBreaker) -> None:
+    for _ in range(breaker.failure_threshold):
+        assert breaker.allow_request()
+        breaker.record_failure()
+
+
+def test_starts_closed_and_admits_requests(breaker):
+    assert breaker.state is CLOSED
+    assert breaker.allow_request() and breaker.allow_request()
+    assert breaker.retry_at() is None
+    assert breaker.snapshot() == {"state": "closed", "consecutive_failures": 0, "retry_in": None}
+
+
+def test_opens_after_threshold_consecutive_failures(breaker, changes):
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is CLOSED and breaker.consecutive_failures == 2
+    breaker.record_failure()
+    assert breaker.state is OPEN
+    assert changes == [(CLOSED, OPEN)]
+
+
+def test_a_success_resets_the_consecutive_count(breaker):
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()
+    assert breaker.consecutive_failures == 0
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is CLOSED
+
+
+def test_rejects_at_once_while_open(breaker, clock):
+    trip(breaker)
+    clock.advance(9.99)
+    assert [breaker.allow_request() for _ in range(5)] == [False] * 5
+    assert breaker.state is OPEN
+
+
+def test_retry_at_and_snapshot_say_when_a_trial_is_possible(breaker, clock):
+    trip(breaker)
+    opened = clock.now
+    assert breaker.retry_at() == opened + 10.0
+    clock.advance(4)
+    assert breaker.snapshot() == {"state": "open", "consecutive_failures": 3, "retry_in": 6.0}
+
+
+def test_reports_half_open_once_the_timeout_has_elapsed(breaker, clock, changes):
+    trip(breaker)
+    clock.advance(10)
+    assert breaker.state is HALF_OPEN
+    assert breaker.snapshot()["retry_in"] == 0.0
+    # Reading the state is not a transition; the next allow_request is.
+    assert changes == [(CLOSED, OPEN)]
+
+
+def test_admits_exactly_one_trial_after_the_timeout(breaker, clock, changes):
+    trip(breaker)
+    clock.advance(10)
+    assert [breaker.allow_request() for _ in range(4)] == [True, False, False, False]
+    assert breaker.state is HALF_OPEN
+    assert breaker.retry_at() is None  # trial in flight: no time is known
+    assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN)]
+
+
+def test_successful_trial_closes(breaker, clock, changes):
+    trip(breaker)
+    clock.advance(10)
+    assert breaker.allow_request()
+    breaker.record_success()
+    assert breaker.state is CLOSED and breaker.consecutive_failures == 0
+    assert breaker.allow_request() and breaker.allow_request()
+    assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
+
+
+def test_failed_trial_reopens_with_a_fresh_timer(breaker, clock, changes):
+    trip(breaker)
+    clock.advance(15)
+    assert breaker.allow_request()
+    breaker.record_failure()
+    assert breaker.state is OPEN
+    assert breaker.retry_at() == clock.now + 10.0
+    clock.advance(9)
+    assert not breaker.allow_request()
+    clock.advance(1)
+    assert breaker.allow_request()
+    assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN), (OPEN, HALF_OPEN)]
+
+
+def test_release_trial_lets_another_trial_through(breaker, clock, changes):
+    trip(breaker)
+    clock.advance(10)
+    assert breaker.allow_request()
+    assert not breaker.allow_request()
+    breaker.release_trial()  # e.g. the trial was a caller error or was cancelled
+    assert breaker.state is HALF_OPEN
+    assert breaker.retry_at() == clock.now
+    assert breaker.allow_request()
+    assert not breaker.allow_request()
+    assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN)]
+
+
+def test_release_trial_is_a_no_op_when_closed_or_open(breaker, clock):
+    breaker.release_trial()
+    assert breaker.state is CLOSED
+    trip(breaker)
+    breaker.release_trial()
+    assert not breaker.allow_request()
+
+
+def test_late_success_while_open_does_not_close(breaker, clock):
+    trip(breaker)
+    breaker.record_success()  # a straggler admitted before the breaker opened
+    assert breaker.state is OPEN
+    assert not breaker.allow_request()
+
+
+def test_late_failure_while_open_does_not_push_the_timer_back(breaker, clock):
+    trip(breaker)
+    retry_at = breaker.retry_at()
+    clock.advance(5)
+    breaker.record_failure()
+    assert breaker.retry_at() == retry_at
+    assert breaker.consecutive_failures == 4
+
+
+def test_zero_recovery_timeout_half_opens_immediately(clock):
+    breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=0, clock=clock)
+    breaker.record_failure()
+    assert breaker.state is HALF_OPEN
+    assert breaker.allow_request()
+    assert not breaker.allow_request()
+
+
+def test_reset_closes_and_forgets(breaker, changes):
+    trip(breaker)
+    breaker.reset()
+    assert breaker.state is CLOSED and breaker.consecutive_failures == 0
+    assert changes[-1] == (OPEN, CLOSED)
+
+
+def test_a_failing_listener_does_not_wedge_the_breaker(clock, caplog):
+    def listener(old, new):
+        raise RuntimeError("listener bug")
+
+    breaker = CircuitBreaker(
+        failure_threshold=1, recovery_timeout=1, clock=clock, on_change=listener
+    )
+    breaker.record_failure()
+    assert breaker.state is OPEN
+    assert "on_change listener failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"failure_threshold": 0}, "failure_threshold"),
+        ({"failure_threshold": 2.5}, "failure_threshold"),
+        ({"recovery_timeout": -1}, "recovery_timeout"),
+        ({"recovery_timeout": float("nan")}, "recovery_timeout"),
+    ],
+)
+def test_bad_settings_are_rejected_by_name(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        CircuitBreaker(**kwargs)
+
+
+def test_repr_shows_state(breaker):
+    assert "closed" in repr(breaker)
