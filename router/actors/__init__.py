@@ -1,0 +1,1 @@
+"""Thin pykka actors over the pure cores: provider, supervisor, budget."""

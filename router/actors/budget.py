@@ -1,0 +1,244 @@
+"""BudgetActor: the single writer of cost accounting in this process.
+
+Messages:
+  Reserve             reserve the worst case on every applicable limit; forward the attempt to
+                      the provider, or tell the supervisor the candidate was refused
+  Settle              the real cost of a finished attempt (moves reserved to spent, appends the
+                      usage record, fires alerts)
+  Release             drop a reservation (failure, cancellation, failover)
+  ExpireReservations  release reservations whose holder died (shared ledgers)
+Asks (for status output): "status", "alerts", "records".
+
+The ledger store does the arithmetic atomically (so several processes sharing a store never
+overspend together); this actor decides which limits apply and orders the calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pykka
+
+from router.actors.messages import (
+    ExpireReservations,
+    Release,
+    ReservationRefused,
+    Reserve,
+    Settle,
+)
+from router.budget import (
+    AlertTracker,
+    BudgetAlert,
+    BudgetLimit,
+    Periods,
+    applicable_limits,
+    periods_at,
+    tracking_keys,
+)
+from router.errors import BudgetExceededError, LedgerUnavailableError
+from router.ledger.base import LedgerStore, UsageRecord
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BudgetActor"]
+
+
+class BudgetActor(pykka.ThreadingActor):
+    def __init__(
+        self,
+        budgets: Sequence[Any],
+        store: LedgerStore,
+        *,
+        timezone: str = "UTC",
+        reservation_ttl: float = 600.0,
+        provider_types: dict[str, str] | None = None,
+        alert_callbacks: list[Callable[[BudgetAlert], Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.budgets = [b for b in budgets if b.enabled]
+        self.store = store
+        self.tz = ZoneInfo(timezone)
+        self.ttl = reservation_ttl
+        self.provider_types = dict(provider_types or {})
+        self.callbacks = alert_callbacks if alert_callbacks is not None else []
+        self.clock = clock
+        self.alerts = AlertTracker({b.name: b.alert_thresholds for b in self.budgets})
+        self._reservations: dict[str, tuple[list[BudgetLimit], float]] = {}
+        self._periods: tuple[int, Periods] | None = None
+
+    def on_start(self) -> None:
+        # Thresholds already crossed this period are listed but not delivered again.
+        periods = self._now_periods()
+        for name, kind in self.provider_types.items():
+            for limit in applicable_limits(
+                self.budgets, provider_name=name, provider_type=kind, periods=periods
+            ):
+                spent, _ = self.store.totals([limit.key])[limit.key]
+                self.alerts.prime(limit, spent)
+
+    def on_stop(self) -> None:
+        self.store.close()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Reserve):
+            self._on_reserve(message)
+        elif isinstance(message, Settle):
+            self._on_settle(message)
+        elif isinstance(message, Release):
+            self.store.release(message.reservation_id)
+            self._reservations.pop(message.reservation_id, None)
+        elif isinstance(message, ExpireReservations):
+            count = self.store.expire(self.clock())
+            if count:
+                logger.warning("released %d expired budget reservation(s)", count)
+        elif message == "status":
+            return self.status()
+        elif message == "alerts":
+            return [a.to_dict() for a in self.alerts.alerts()]
+        elif isinstance(message, tuple) and message and message[0] == "records":
+            return self.store.records(since=message[1], limit=message[2])
+        return None
+
+    # --- periods and keys --------------------------------------------------------------------
+
+    def _now_periods(self) -> Periods:
+        now = self.clock()
+        second = int(now)
+        if self._periods is None or self._periods[0] != second:
+            self._periods = (second, periods_at(now, self.tz))
+        return self._periods[1]
+
+    def _limits_and_keys(self, provider: str, periods: Periods) -> tuple[list[BudgetLimit], list[str]]:
+        kind = self.provider_types.get(provider, provider)
+        limits = applicable_limits(
+            self.budgets, provider_name=provider, provider_type=kind, periods=periods
+        )
+        keys = tracking_keys(provider_name=provider, periods=periods)
+        return limits, keys
+
+    # --- messages ----------------------------------------------------------------------------
+
+    def _on_reserve(self, message: Reserve) -> None:
+        attempt = message.attempt
+        candidate = attempt.candidate
+        if attempt.job.done:
+            return
+        periods = self._now_periods()
+        limits, keys = self._limits_and_keys(candidate.provider, periods)
+        rid = attempt.reservation_id
+        try:
+            refusal = self.store.reserve(
+                rid, message.amount, limits, keys=keys, expires_at=self.clock() + self.ttl
+            )
+        except LedgerUnavailableError as error:
+            message.reply_to.tell(ReservationRefused(attempt.job, candidate, error))
+            return
+        if refusal is not None:
+            limit = refusal.limit
+            error = BudgetExceededError(
+                f"budget '{limit.budget}' ({limit.scope} {limit.period}) would be exceeded: "
+                f"limit ${limit.limit:.4f}, spent ${refusal.spent:.4f}, reserved "
+                f"${refusal.reserved:.4f}, this request up to ${refusal.estimate:.4f}",
+                budget=limit.budget,
+                limit=limit.limit,
+                spent=refusal.spent,
+                estimate=refusal.estimate,
+                provider=candidate.provider,
+            )
+            message.reply_to.tell(ReservationRefused(attempt.job, candidate, error))
+            return
+        self._reservations[rid] = (limits, message.amount)
+        try:
+            message.target.tell(attempt)
+        except pykka.ActorDeadError:
+            self.store.release(rid)
+            self._reservations.pop(rid, None)
+
+    def _on_settle(self, message: Settle) -> None:
+        record: UsageRecord = message.record
+        periods = periods_at(record.timestamp, self.tz)
+        record = _with_periods(record, periods)
+        held = self._reservations.pop(message.reservation_id, None) if message.reservation_id else None
+        if held is not None:
+            limits = held[0]
+            keys = None
+        else:
+            limits, tracking = self._limits_and_keys(record.provider, periods)
+            keys = [limit.key for limit in limits] + tracking
+        rid = message.reservation_id or f"settle-{record.request_id}"
+        self.store.settle(rid, record, keys=keys)
+        if not limits:
+            return
+        totals = self.store.totals([limit.key for limit in limits])
+        for limit in limits:
+            for alert in self.alerts.check(limit, totals[limit.key][0]):
+                self._deliver(alert)
+
+    def _deliver(self, alert: BudgetAlert) -> None:
+        logger.warning(
+            "budget alert: %s at %.1f%% of $%.2f (%s %s)",
+            alert.budget_name,
+            alert.percentage,
+            alert.limit,
+            alert.scope,
+            alert.period,
+        )
+        for callback in list(self.callbacks):
+            try:
+                callback(alert)
+            except Exception:
+                logger.exception("budget alert callback failed")
+
+    # --- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        periods = self._now_periods()
+        out: dict[str, Any] = {"budgets": [], "providers": {}, "periods": {
+            "day": periods.day, "month": periods.month}}
+        seen: set[str] = set()
+        for name, _kind in self.provider_types.items():
+            limits, keys = self._limits_and_keys(name, periods)
+            totals = self.store.totals(keys + [limit.key for limit in limits])
+            day_key, month_key = keys[2], keys[3]
+            out["providers"][name] = {
+                "spent_today": totals[day_key][0],
+                "spent_month": totals[month_key][0],
+                "reserved": totals[month_key][1],
+            }
+            for limit in limits:
+                if limit.key in seen:
+                    continue
+                seen.add(limit.key)
+                spent, reserved = totals[limit.key]
+                out["budgets"].append(
+                    {
+                        "budget": limit.budget,
+                        "scope": limit.scope,
+                        "period": limit.period,
+                        "provider": limit.provider,
+                        "limit": limit.limit,
+                        "spent": spent,
+                        "reserved": reserved,
+                        "percentage": 100.0 * spent / limit.limit if limit.limit else 0.0,
+                    }
+                )
+        overall = self.store.totals(
+            [f"spend:day:{periods.day}", f"spend:month:{periods.month}"]
+        )
+        out["spent_today"], out["reserved_today"] = overall[f"spend:day:{periods.day}"]
+        out["spent_month"], out["reserved"] = overall[f"spend:month:{periods.month}"]
+        out["alerts"] = [a.to_dict() for a in self.alerts.alerts()]
+        return out
+
+
+def _with_periods(record: UsageRecord, periods: Periods) -> UsageRecord:
+    if record.day and record.month:
+        return record
+    from dataclasses import replace
+
+    return replace(record, day=periods.day, month=periods.month)

@@ -1,0 +1,127 @@
+"""The messages actors tell each other. Small immutable tuples; never mutated after sending."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from router.errors import RouterError
+from router.health import HealthSnapshot
+from router.jobs import Job
+from router.models import AIResponse, Usage
+from router.strategies import Candidate
+
+__all__ = [
+    "Dispatch",
+    "HealthUpdate",
+    "AttemptFailed",
+    "ReservationRefused",
+    "Attempt",
+    "Outcome",
+    "Reconfigure",
+    "Probe",
+    "ProbeResult",
+    "Reserve",
+    "Settle",
+    "Release",
+    "ExpireReservations",
+]
+
+
+# --- to the supervisor ---------------------------------------------------------------------
+
+
+class Dispatch(NamedTuple):
+    """A new request from a caller."""
+
+    job: Job
+
+
+class HealthUpdate(NamedTuple):
+    """A provider's state changed (pushed by the provider actor)."""
+
+    snapshot: HealthSnapshot
+
+
+class AttemptFailed(NamedTuple):
+    """A candidate could not serve the job (after its retries); try the next one."""
+
+    job: Job
+    candidate: Candidate
+    error: RouterError
+    reservation_id: str | None
+
+
+class ReservationRefused(NamedTuple):
+    """The budget actor refused the candidate's worst-case cost."""
+
+    job: Job
+    candidate: Candidate
+    error: RouterError
+
+
+# --- to a provider -------------------------------------------------------------------------
+
+
+class Attempt(NamedTuple):
+    """Send the job to this provider (``number`` counts retries on this provider from 1)."""
+
+    job: Job
+    candidate: Candidate
+    reservation_id: str | None
+    may_wait: bool  # the last candidate: wait for a client-side rate limit instead of failing
+    number: int = 1
+
+
+class Outcome(NamedTuple):
+    """What a worker thread saw for one HTTP attempt."""
+
+    attempt: Attempt
+    response: AIResponse | None
+    error: RouterError | None
+    latency_ms: float
+    started: bool = False  # a streamed chunk reached the caller before the error
+    cancelled: bool = False  # the caller went away; not the provider's fault
+    partial_usage: Usage | None = None
+    partial_cost: float = 0.0
+
+
+class Reconfigure(NamedTuple):
+    """Runtime changes: any of enabled, priority, api_key, rpm, tpm (None = unchanged)."""
+
+    changes: dict[str, Any]
+
+
+class Probe(NamedTuple):
+    """Time for an active health probe."""
+
+
+class ProbeResult(NamedTuple):
+    ok: bool
+    error: str | None
+
+
+# --- to the budget actor -------------------------------------------------------------------
+
+
+class Reserve(NamedTuple):
+    """Reserve ``amount`` on every applicable limit, then forward the attempt to ``target``."""
+
+    attempt: Attempt
+    amount: float
+    target: Any  # the provider's ActorRef
+    reply_to: Any  # the supervisor's ActorRef
+
+
+class Settle(NamedTuple):
+    """The real cost of a finished attempt (``reservation_id`` None when nothing was reserved)."""
+
+    reservation_id: str | None
+    record: Any  # router.ledger.UsageRecord (day/month filled by the budget actor)
+
+
+class Release(NamedTuple):
+    reservation_id: str
+
+
+class ExpireReservations(NamedTuple):
+    """Periodic: release reservations whose holder died (shared ledgers)."""

@@ -1,0 +1,391 @@
+"""ProviderActor: one per configured provider instance.
+
+Owns the provider's health, circuit breaker, retry policy, in-flight count and client-side
+rate limits. It never does I/O: attempts run on the provider's worker pool and come back as
+``Outcome`` messages; backoffs are scheduled on the manager's scheduler. Every state change is
+pushed to the supervisor as a ``HealthUpdate``.
+
+Messages:
+  Attempt      admit (breaker, rate limit, usability) and hand to a worker, or fail back
+  Outcome      update health and breaker; retry after a backoff, fail over, or finish
+  Reconfigure  enable/disable, priority, key rotation, rate limits
+  Probe        (optional) send a models-list request to check the provider; ProbeResult back
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor
+from typing import Any
+
+import pykka
+
+from router.actors.messages import (
+    Attempt,
+    AttemptFailed,
+    HealthUpdate,
+    Outcome,
+    Probe,
+    ProbeResult,
+    Reconfigure,
+    Release,
+)
+from router.attempt import AttemptContext, run_attempt
+from router.breaker import CircuitBreaker, CircuitState
+from router.config import ProviderConfig
+from router.errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoProviderAvailableError,
+    QuotaExceededError,
+    RateLimitError,
+    RouterError,
+)
+from router.health import HealthSnapshot, HealthTracker
+from router.retry import RetryPolicy
+from router.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ProviderActor"]
+
+
+class ProviderUnavailableError(NoProviderAvailableError):
+    """This one provider cannot take requests (disabled, bad key, out of quota)."""
+
+
+class ProviderActor(pykka.ThreadingActor):
+    """State and decisions for one provider; attempts run elsewhere."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        context: AttemptContext,
+        executor: Executor,
+        scheduler: Scheduler,
+        supervisor: Any,
+        budget: Any,
+        clock: Any = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.context = context
+        self.executor = executor
+        self.scheduler = scheduler
+        self.supervisor = supervisor
+        self.budget = budget
+        self.clock = clock
+        self.api_key = config.api_key.get_secret_value() if config.api_key else None
+        self.enabled = config.enabled
+        self.priority = config.priority
+        self.rpm = config.rpm
+        self.tpm = config.tpm
+        # Why the provider is out of rotation (config, or an auth/quota answer); None = usable.
+        self.out_reason: str | None = config.disabled_reason
+        self.retry = RetryPolicy.from_settings(config.retry, config.max_retries)
+        self.breaker = CircuitBreaker(
+            failure_threshold=config.circuit_breaker.failure_threshold,
+            recovery_timeout=config.circuit_breaker.recovery_timeout,
+            clock=clock,
+            on_change=self._circuit_changed,
+        )
+        self.health = HealthTracker()
+        self.in_flight = 0
+        self._window: deque[tuple[float, int]] = deque()  # (time, tokens) of the last minute
+        self._probe_timer: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._push()
+        if self.config.health_check_interval:
+            self._schedule_probe()
+
+    def on_stop(self) -> None:
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        logger.error("provider actor %s crashed: %s", self.config.name, exception_value)
+
+    # --- messages ----------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Attempt):
+            self._on_attempt(message)
+        elif isinstance(message, Outcome):
+            self._on_outcome(message)
+        elif isinstance(message, Reconfigure):
+            self._on_reconfigure(message.changes)
+        elif isinstance(message, Probe):
+            self._on_probe()
+        elif isinstance(message, ProbeResult):
+            self._on_probe_result(message)
+        elif message == "snapshot":
+            return self.snapshot()
+        return None
+
+    def _on_attempt(self, attempt: Attempt) -> None:
+        job = attempt.job
+        if job.done:
+            self._release(attempt)
+            return
+        reason = self.unusable_reason()
+        if reason is not None:
+            self._fail_back(attempt, ProviderUnavailableError(reason, provider=self.config.name))
+            return
+        wait = self._rate_limit_wait(job.estimated_input_tokens)
+        if wait > 0:
+            if attempt.may_wait and self.clock() + wait < job.deadline:
+                self.scheduler.call_later(wait, lambda: self._tell_self(attempt))
+            else:
+                error = RateLimitError(
+                    f"client-side rate limit (rpm={self.rpm}, tpm={self.tpm})",
+                    provider=self.config.name,
+                    retry_after=wait,
+                )
+                self._fail_back(attempt, error)
+            return
+        if not self.breaker.allow_request():
+            retry_at = self.breaker.retry_at()
+            retry_in = max(0.0, retry_at - self.clock()) if retry_at is not None else None
+            error = CircuitOpenError(
+                "circuit open" + (f" (retry in {retry_in:.1f}s)" if retry_in is not None else ""),
+                provider=self.config.name,
+                retry_after=retry_in,
+            )
+            self._fail_back(attempt, error)
+            return
+        now = self.clock()
+        self._window.append((now, job.estimated_input_tokens))
+        self.in_flight += 1
+        job.attempts += 1
+        try:
+            self.executor.submit(
+                run_attempt, self.context, attempt, self.api_key, self.actor_ref, self.budget
+            )
+        except RuntimeError:  # the pool is shut down: the manager is stopping
+            self.in_flight -= 1
+            self.breaker.release_trial()
+            self._fail_back(attempt, RouterError("provider is stopping", provider=self.config.name))
+            return
+        self._push()
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        self.in_flight -= 1
+        attempt = outcome.attempt
+        error = outcome.error
+        if error is None:
+            response = outcome.response
+            self.breaker.record_success()
+            usage = response.usage if response is not None else None
+            self.health.record_success(
+                outcome.latency_ms,
+                usage.input_tokens if usage else 0,
+                usage.output_tokens if usage else 0,
+                response.cost if response is not None else 0.0,
+            )
+            self._push()
+            return
+        if outcome.partial_usage is not None:
+            self.health.add_partial_usage(
+                outcome.partial_usage.input_tokens,
+                outcome.partial_usage.output_tokens,
+                outcome.partial_cost,
+            )
+        if outcome.cancelled:
+            self.breaker.release_trial()
+            self._release(attempt)
+            self._push()
+            return
+        self._account_failure(error)
+        if outcome.started:
+            # The worker already ended the caller's stream with an error chunk.
+            self._push()
+            return
+        job = attempt.job
+        if job.done:
+            self._release(attempt)
+            self._push()
+            return
+        if isinstance(error, InvalidRequestError):
+            # The caller's mistake: another provider would most likely refuse it too.
+            self._release(attempt)
+            job.fail(error)
+            self._push()
+            return
+        delay = self.retry.next_delay(error, attempt.number - 1)
+        if (
+            delay is not None
+            and self.breaker.state == CircuitState.CLOSED
+            and self.out_reason is None
+            and self.clock() + delay < job.deadline
+        ):
+            retry = attempt._replace(number=attempt.number + 1)
+            logger.debug(
+                "%s: retry %d in %.2fs after %s",
+                self.config.name,
+                attempt.number,
+                delay,
+                type(error).__name__,
+            )
+            self.scheduler.call_later(delay, lambda: self._tell_self(retry))
+        else:
+            self.supervisor.tell(AttemptFailed(job, attempt.candidate, error, attempt.reservation_id))
+        self._push()
+
+    def _account_failure(self, error: RouterError) -> None:
+        if error.trips_breaker:
+            self.breaker.record_failure()
+        else:
+            self.breaker.release_trial()
+        self.health.record_failure(
+            f"{type(error).__name__}: {error.message}", provider_side=error.trips_breaker
+        )
+        if isinstance(error, QuotaExceededError | AuthenticationError):
+            # Out of rotation until someone rotates the key or re-enables the provider.
+            self.out_reason = f"{type(error).__name__}: {error.message}"
+            logger.warning("%s taken out of rotation: %s", self.config.name, self.out_reason)
+        elif isinstance(error, ModelNotFoundError):
+            pass  # the model, not the provider, is the problem
+
+    def _on_reconfigure(self, changes: dict[str, Any]) -> None:
+        if "enabled" in changes and changes["enabled"] is not None:
+            self.enabled = bool(changes["enabled"])
+            if self.enabled and self.out_reason and self.api_key:
+                self.out_reason = None
+        if changes.get("priority") is not None:
+            self.priority = int(changes["priority"])
+        if changes.get("api_key"):
+            self.api_key = changes["api_key"]
+            self.out_reason = None  # a new key gets a fresh chance
+        for limit in ("rpm", "tpm"):
+            if limit in changes:
+                setattr(self, limit, changes[limit])
+        self._push()
+
+    # --- probes ------------------------------------------------------------------------------
+
+    def _schedule_probe(self) -> None:
+        interval = float(self.config.health_check_interval or 0)
+        self._probe_timer = self.scheduler.call_later(interval, lambda: self._tell_self(Probe()))
+
+    def _on_probe(self) -> None:
+        if self.unusable_reason() is None:
+            try:
+                self.executor.submit(self._probe_task, self.api_key, self.actor_ref)
+            except RuntimeError:
+                return
+        self._schedule_probe()
+
+    def _probe_task(self, api_key: str | None, ref: Any) -> None:
+        # Runs on a worker: a models-list call costs no tokens.
+        request = self.context.adapter.build_models_request(
+            api_key=api_key, base_url=self.context.base_url
+        )
+        try:
+            response = self.context.client.send(request)
+            ok = response.status_code < 400
+            error = None if ok else f"HTTP {response.status_code}"
+            response.close()
+        except RouterError as exc:
+            ok, error = False, f"{type(exc).__name__}: {exc.message}"
+        try:
+            ref.tell(ProbeResult(ok, error))
+        except pykka.ActorDeadError:
+            pass
+
+    def _on_probe_result(self, result: ProbeResult) -> None:
+        if result.ok:
+            if self.breaker.state == CircuitState.HALF_OPEN and self.breaker.allow_request():
+                self.breaker.record_success()
+        else:
+            self.health.last_error = f"probe failed: {result.error}"
+        self._push()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def unusable_reason(self) -> str | None:
+        if not self.enabled:
+            return "disabled"
+        if self.out_reason:
+            return self.out_reason
+        if self.api_key is None and self.context.provider_type.value != "openai_compatible":
+            return "no API key"
+        return None
+
+    def _rate_limit_wait(self, tokens: int) -> float:
+        if not self.rpm and not self.tpm:
+            return 0.0
+        now = self.clock()
+        while self._window and self._window[0][0] <= now - 60.0:
+            self._window.popleft()
+        if self.rpm and len(self._window) >= self.rpm:
+            return self._window[0][0] + 60.0 - now
+        if self.tpm and self._window and sum(t for _, t in self._window) + tokens > self.tpm:
+            return self._window[0][0] + 60.0 - now
+        return 0.0
+
+    def _fail_back(self, attempt: Attempt, error: RouterError) -> None:
+        self.supervisor.tell(
+            AttemptFailed(attempt.job, attempt.candidate, error, attempt.reservation_id)
+        )
+
+    def _release(self, attempt: Attempt) -> None:
+        if attempt.reservation_id is not None:
+            self.budget.tell(Release(attempt.reservation_id))
+
+    def _tell_self(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            if isinstance(message, Attempt):
+                from router.errors import ManagerStoppedError
+
+                message.job.fail(ManagerStoppedError("the router was stopped"))
+
+    def _circuit_changed(self, old: CircuitState, new: CircuitState) -> None:
+        logger.info("%s: circuit %s -> %s", self.config.name, old.value, new.value)
+
+    def snapshot(self) -> HealthSnapshot:
+        p50, p95 = self.health.latency_percentiles()
+        state = self.breaker.state
+        reason = self.unusable_reason()
+        return HealthSnapshot(
+            name=self.config.name,
+            provider_type=self.context.provider_type.value,
+            status=self.health.status(
+                usable=reason is None,
+                circuit_open=state == CircuitState.OPEN,
+                consecutive_failures=self.breaker.consecutive_failures,
+            ),
+            enabled=self.enabled,
+            disabled_reason=reason,
+            priority=self.priority,
+            circuit_state=state.value,
+            circuit_retry_at=self.breaker.retry_at(),
+            consecutive_failures=self.breaker.consecutive_failures,
+            uptime_percentage=self.health.uptime_percentage,
+            avg_latency_ms=self.health.avg_latency_ms,
+            p50_latency_ms=p50,
+            p95_latency_ms=p95,
+            in_flight=self.in_flight,
+            max_concurrency=self.config.max_concurrency,
+            requests=self.health.requests,
+            successes=self.health.successes,
+            failures=self.health.failures,
+            input_tokens=self.health.input_tokens,
+            output_tokens=self.health.output_tokens,
+            cost=self.health.cost,
+            last_error=self.health.last_error,
+        )
+
+    def _push(self) -> None:
+        try:
+            self.supervisor.tell(HealthUpdate(self.snapshot()))
+        except pykka.ActorDeadError:
+            pass

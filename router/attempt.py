@@ -1,0 +1,250 @@
+"""One HTTP attempt, run on a provider's worker thread.
+
+The worker builds the provider request, sends it, parses the answer and reports back:
+
+- success: resolves the caller's job directly (the fastest path to the caller), tells the
+  budget actor to settle the real cost, and tells the provider actor the outcome;
+- failure: tells the provider actor, which decides between retry, failover and giving up.
+
+For streams it feeds chunks to the caller as the bytes arrive. Once a chunk has reached the
+caller a failure becomes an error chunk (no failover after the first byte), and tokens seen on
+a cut or abandoned stream are billed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from router.actors.messages import Attempt, Outcome, Settle
+from router.catalog import price
+from router.errors import (
+    MalformedResponseError,
+    ProviderError,
+    RequestCancelledError,
+    RouterError,
+)
+from router.ledger.base import UsageRecord
+from router.models import AIResponse, ProviderType, StreamChunk, Usage
+from router.providers.base import ProviderAdapter, StreamAccumulator
+from router.transport import HttpClient, decode_json, iter_sse_events
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AttemptContext", "run_attempt"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptContext:
+    """Everything a worker needs for one provider; immutable, shared by its workers."""
+
+    name: str
+    provider_type: ProviderType
+    adapter: ProviderAdapter
+    client: HttpClient
+    base_url: str
+    keep_raw: bool = False
+
+
+def _tell(ref: Any, message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        # The manager is stopping; the message has nobody left to act on it.
+        logger.debug("dropped %s: actor stopped", type(message).__name__)
+
+
+def _cost(info: Any, usage: Usage) -> float:
+    return price(info, usage) if info is not None else 0.0
+
+
+def _record(attempt: Attempt, ctx: AttemptContext, usage: Usage, cost: float, outcome: str,
+            provider_request_id: str | None, record_id: str) -> UsageRecord:
+    return UsageRecord(
+        request_id=record_id,
+        timestamp=time.time(),
+        provider=ctx.name,
+        provider_type=ctx.provider_type.value,
+        model=attempt.candidate.model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cost=cost,
+        outcome=outcome,
+        provider_request_id=provider_request_id,
+    )
+
+
+def run_attempt(
+    ctx: AttemptContext,
+    attempt: Attempt,
+    api_key: str | None,
+    provider_ref: Any,
+    budget_ref: Any,
+) -> None:
+    """Worker entry point; never raises (every outcome is reported as a message)."""
+    job = attempt.job
+    started = time.perf_counter()
+    if job.done:
+        _tell(provider_ref, Outcome(attempt, None, RequestCancelledError("cancelled"), 0.0,
+                                    cancelled=True))
+        return
+    try:
+        http_request = ctx.adapter.build_request(
+            job.request,
+            model=attempt.candidate.model,
+            api_key=api_key,
+            base_url=ctx.base_url,
+            stream=job.is_stream,
+        )
+        response = ctx.client.send(http_request)
+        if response.status_code >= 400:
+            body = response.content
+            raise ctx.adapter.classify_error(
+                response.status_code, response.headers, body, provider=ctx.name
+            )
+        if job.is_stream:
+            _run_stream(ctx, attempt, response, started, provider_ref, budget_ref)
+            return
+        body = decode_json(response, ctx.name)
+        result = ctx.adapter.parse_response(body, model=attempt.candidate.model)
+    except RouterError as error:
+        _tell(provider_ref, Outcome(attempt, None, error, _ms(started)))
+        return
+    except Exception as error:  # a bug or an unexpected body shape: never kill the worker
+        logger.exception("%s: unexpected error in attempt", ctx.name)
+        wrapped = MalformedResponseError(f"unexpected {type(error).__name__}", provider=ctx.name)
+        _tell(provider_ref, Outcome(attempt, None, wrapped, _ms(started)))
+        return
+    latency = _ms(started)
+    cost = _cost(attempt.candidate.info, result.usage)
+    result = result.model_copy(
+        update={
+            "cost": cost,
+            "provider": ctx.provider_type,
+            "provider_name": ctx.name,
+            "latency_ms": latency,
+            "raw": body if ctx.keep_raw else None,
+        }
+    )
+    _tell(budget_ref, Settle(attempt.reservation_id,
+                             _record(attempt, ctx, result.usage, cost, "success",
+                                     result.request_id, job.id)))
+    job.resolve(result)
+    _tell(provider_ref, Outcome(attempt, result, None, latency))
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _run_stream(
+    ctx: AttemptContext,
+    attempt: Attempt,
+    response: Any,
+    started: float,
+    provider_ref: Any,
+    budget_ref: Any,
+) -> None:
+    job = attempt.job
+    parser = ctx.adapter.new_stream_parser(model=attempt.candidate.model)
+    accumulator = StreamAccumulator()
+    job.on_cancel(response.close)
+    final: StreamChunk | None = None
+    error: RouterError | None = None
+    try:
+        for event, data in iter_sse_events(response, ctx.name):
+            for chunk in parser.feed(event, data):
+                if chunk.is_complete:
+                    final = chunk
+                else:
+                    accumulator.add(chunk)
+                    if not job.emit(chunk):
+                        raise RequestCancelledError("the caller closed the stream")
+            if final is not None:
+                break
+            if job.done:
+                raise RequestCancelledError("the caller closed the stream")
+        if final is None:
+            for chunk in parser.finish():
+                if chunk.is_complete:
+                    final = chunk
+                else:
+                    accumulator.add(chunk)
+                    job.emit(chunk)
+    except RouterError as exc:
+        error = exc
+    except Exception as exc:
+        if job.done:
+            error = RequestCancelledError("the caller closed the stream")
+        else:
+            logger.exception("%s: unexpected error in stream", ctx.name)
+            error = MalformedResponseError(f"unexpected {type(exc).__name__}", provider=ctx.name)
+    finally:
+        job.clear_cancel_hooks()
+        response.close()
+
+    latency = _ms(started)
+    info = attempt.candidate.info
+    if error is None and final is not None:
+        usage = final.usage or parser.usage
+        cost = _cost(info, usage)
+        final = final.model_copy(
+            update={
+                "usage": usage,
+                "cost": cost,
+                "provider": ctx.provider_type,
+                "provider_name": ctx.name,
+                "model": final.model or attempt.candidate.model,
+            }
+        )
+        accumulator.add(final)
+        result: AIResponse = accumulator.response(
+            usage=usage,
+            model=attempt.candidate.model,
+            request_id=final.request_id,
+        ).model_copy(
+            update={
+                "cost": cost,
+                "provider": ctx.provider_type,
+                "provider_name": ctx.name,
+                "latency_ms": latency,
+            }
+        )
+        _tell(budget_ref, Settle(attempt.reservation_id,
+                                 _record(attempt, ctx, usage, cost, "success",
+                                         final.request_id, job.id)))
+        job.resolve(result, final)
+        _tell(provider_ref, Outcome(attempt, result, None, latency))
+        return
+
+    # Cut, failed or abandoned: bill what the provider produced so far.
+    usage = parser.usage
+    cost = _cost(info, usage)
+    cancelled = isinstance(error, RequestCancelledError)
+    delivered = job.started
+    if usage.input_tokens or usage.output_tokens:
+        suffix = "" if delivered or cancelled else f".{ctx.name}.{attempt.number}"
+        _tell(budget_ref, Settle(
+            attempt.reservation_id if (delivered or cancelled) else None,
+            _record(attempt, ctx, usage, cost, "partial", None, job.id + suffix),
+        ))
+    if error is None:
+        error = MalformedResponseError("the stream ended without a final event", provider=ctx.name)
+    if delivered and not cancelled:
+        # Past the first chunk there is no failover: the caller gets an error chunk.
+        if not isinstance(error, ProviderError):
+            error = MalformedResponseError(str(error), provider=ctx.name)
+        job.fail(error)
+    _tell(provider_ref, Outcome(attempt, None, error, latency, started=delivered,
+                                cancelled=cancelled, partial_usage=usage, partial_cost=cost))
+
+
+def make_task(ctx: AttemptContext, attempt: Attempt, api_key: str | None, provider_ref: Any,
+              budget_ref: Any) -> Callable[[], None]:
+    return lambda: run_attempt(ctx, attempt, api_key, provider_ref, budget_ref)

@@ -1,0 +1,261 @@
+"""A pending request and its exactly-once resolution.
+
+A ``Job`` is created by the manager for every ``submit``/``stream_request``. Several threads
+may try to finish it: the worker that got the answer, the scheduler when the deadline passes,
+the supervisor when no candidate is left, ``stop()``. The first one wins; every later attempt
+is dropped. That single rule is what makes futures resolve exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from router.errors import RouterError
+from router.health import percentile
+from router.models import AIRequest, AIResponse, ProviderSelection, StreamChunk
+
+__all__ = ["Job", "JobRegistry", "StreamFailure"]
+
+_ids = itertools.count(1)
+
+
+class StreamFailure:
+    """Queue item telling a stream consumer to raise ``error`` (nothing was delivered yet)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _exc_info(error: BaseException):
+    return (type(error), error, error.__traceback__)
+
+
+class Job:
+    """One caller request on its way through the actors."""
+
+    __slots__ = (
+        "id",
+        "request",
+        "strategy",
+        "selection",
+        "future",
+        "deadline",
+        "created",
+        "chunks",
+        "started",
+        "cancelled",
+        "estimated_input_tokens",
+        "candidates",
+        "reasons",
+        "errors",
+        "budget_refusals",
+        "attempts",
+        "total_candidates",
+        "timer",
+        "_lock",
+        "_done",
+        "_on_cancel",
+        "_registry",
+    )
+
+    def __init__(
+        self,
+        request: AIRequest,
+        *,
+        strategy: str,
+        selection: ProviderSelection | None,
+        timeout: float,
+        registry: JobRegistry,
+        stream: bool = False,
+    ) -> None:
+        self.id = f"r{next(_ids):x}-{int(time.time() * 1000) % 10**9:x}"
+        self.request = request
+        self.strategy = strategy
+        self.selection = selection
+        self.future: pykka.ThreadingFuture = pykka.ThreadingFuture()
+        self.created = time.monotonic()
+        self.deadline = self.created + timeout
+        self.chunks: queue.SimpleQueue | None = queue.SimpleQueue() if stream else None
+        self.started = False  # a chunk has reached the caller: no more failover
+        self.cancelled = False
+        self.estimated_input_tokens = 0
+        self.candidates: deque = deque()
+        self.reasons: dict[str, str] = {}
+        self.errors: dict[str, RouterError] = {}
+        self.budget_refusals: list[Any] = []
+        self.attempts = 0
+        self.total_candidates = 0
+        self.timer: Any = None
+        self._lock = threading.Lock()
+        self._done = False
+        self._on_cancel: list[Callable[[], object]] = []
+        self._registry = registry
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def is_stream(self) -> bool:
+        return self.chunks is not None
+
+    def resolve(self, response: AIResponse, final_chunk: StreamChunk | None = None) -> bool:
+        """Finish with a response (and, for streams, the final chunk). False if already done."""
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+            self._on_cancel = []
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.chunks is not None and final_chunk is not None:
+            self.chunks.put(final_chunk)
+        self.future.set(response)
+        self._registry.finished(self, response, None)
+        return True
+
+    def fail(self, error: RouterError) -> bool:
+        """Finish with an error; a stream gets an error chunk (or a raise, if nothing was sent)."""
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+            hooks, self._on_cancel = self._on_cancel, []
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.chunks is not None:
+            if self.started:
+                self.chunks.put(
+                    StreamChunk(
+                        is_complete=True,
+                        finish_reason="error",
+                        error=str(error),
+                        error_type=type(error).__name__,
+                    )
+                )
+            else:
+                self.chunks.put(StreamFailure(error))
+        self.future.set_exception(_exc_info(error))
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # closing an already-broken connection may raise; irrelevant
+                pass
+        self._registry.finished(self, None, error)
+        return True
+
+    def emit(self, chunk: StreamChunk) -> bool:
+        """Deliver a content chunk to the stream consumer; False once the job is finished."""
+        if self._done or self.chunks is None:
+            return False
+        if not self.started:
+            self.started = True
+            # A stream that has started is bounded by the provider's read timeout instead:
+            # a long answer that keeps flowing must not be cut by the request deadline.
+            if self.timer is not None:
+                self.timer.cancel()
+        self.chunks.put(chunk)
+        return True
+
+    def on_cancel(self, hook: Callable[[], object]) -> None:
+        """Run ``hook`` (e.g. close the HTTP response) if the job is failed/cancelled early."""
+        with self._lock:
+            if not self._done:
+                self._on_cancel.append(hook)
+                return
+        try:
+            hook()
+        except Exception:
+            pass
+
+    def clear_cancel_hooks(self) -> None:
+        with self._lock:
+            self._on_cancel = []
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+class JobRegistry:
+    """Pending jobs (so ``stop()`` can fail them) and request statistics."""
+
+    def __init__(self, latency_window: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Job] = {}
+        self.total = 0
+        self.successes = 0
+        self.failures = 0
+        self.cost = 0.0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.errors_by_type: dict[str, int] = {}
+        self.by_model: dict[str, dict[str, float]] = {}
+        self._latencies: deque[float] = deque(maxlen=latency_window)
+
+    def add(self, job: Job) -> None:
+        with self._lock:
+            self._pending[job.id] = job
+
+    def finished(self, job: Job, response: AIResponse | None, error: BaseException | None):
+        elapsed_ms = (time.monotonic() - job.created) * 1000.0
+        with self._lock:
+            self._pending.pop(job.id, None)
+            self.total += 1
+            if response is not None:
+                self.successes += 1
+                self.cost += response.cost
+                self.input_tokens += response.usage.input_tokens
+                self.output_tokens += response.usage.output_tokens
+                self._latencies.append(elapsed_ms)
+                model = self.by_model.setdefault(
+                    response.model, {"requests": 0, "cost": 0.0, "tokens": 0}
+                )
+                model["requests"] += 1
+                model["cost"] += response.cost
+                model["tokens"] += response.usage.total_tokens
+            else:
+                self.failures += 1
+                name = type(error).__name__
+                self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
+
+    def pending(self) -> list[Job]:
+        with self._lock:
+            return list(self._pending.values())
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            ordered = sorted(self._latencies)
+            total = self.total
+            return {
+                "total_requests": total,
+                "successful_requests": self.successes,
+                "failed_requests": self.failures,
+                "pending_requests": len(self._pending),
+                "success_rate": (self.successes / total) if total else 1.0,
+                "total_cost": self.cost,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "total_tokens": self.input_tokens + self.output_tokens,
+                "errors_by_type": dict(self.errors_by_type),
+                "by_model": {k: dict(v) for k, v in self.by_model.items()},
+                "latency_ms": {
+                    "p50": percentile(ordered, 0.5),
+                    "p95": percentile(ordered, 0.95),
+                    "p99": percentile(ordered, 0.99),
+                },
+            }
+

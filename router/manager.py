@@ -1,0 +1,553 @@
+"""AIProviderManager: lifecycle, futures, streams and stats — the Python face of the router.
+
+    with AIProviderManager("conf/ai_providers.yaml") as manager:
+        response = manager.process_request(AIRequest(model="gpt-4o-mini", messages=[...]))
+
+``submit`` returns a ``pykka.ThreadingFuture`` resolved exactly once; ``process_request`` waits
+for it; ``stream_request`` returns an iterator of ``StreamChunk``. Any number of threads may
+share one manager; two managers in one process share nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pykka
+from pydantic import ValidationError
+
+from router.actors.budget import BudgetActor
+from router.actors.messages import Dispatch, ExpireReservations, Reconfigure
+from router.actors.provider import ProviderActor
+from router.actors.supervisor import SupervisorActor
+from router.attempt import AttemptContext
+from router.budget import BudgetAlert
+from router.catalog import Catalog, load_catalog
+from router.config import RouterConfig, config_from_dict, load_config
+from router.errors import (
+    ConfigError,
+    InvalidRequestError,
+    ManagerStoppedError,
+    RequestCancelledError,
+    RequestTimeoutError,
+    RouterError,
+)
+from router.health import HealthSnapshot
+from router.jobs import Job, JobRegistry, StreamFailure
+from router.ledger import open_ledger
+from router.ledger.base import LedgerStore, UsageRecord
+from router.models import AIRequest, AIResponse, MCPTool, ProviderSelection, StreamChunk
+from router.planner import Planner
+from router.providers import get_adapter
+from router.scheduler import Scheduler
+from router.strategies import STRATEGIES, Candidate
+from router.transport import HttpClient
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AIProviderManager", "ChunkStream"]
+
+ConfigLike = RouterConfig | str | os.PathLike | Mapping[str, Any] | None
+
+
+def _coerce_config(config: ConfigLike) -> RouterConfig:
+    if isinstance(config, RouterConfig):
+        return config
+    if isinstance(config, Mapping):
+        return config_from_dict(config)
+    return load_config(config)
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+    return "invalid request: " + "; ".join(parts)
+
+
+def coerce_request(request: AIRequest | Mapping[str, Any]) -> AIRequest:
+    """An ``AIRequest`` from a request or a dict; ``InvalidRequestError`` naming the field."""
+    if isinstance(request, AIRequest):
+        return request
+    try:
+        return AIRequest.model_validate(request)
+    except ValidationError as error:
+        raise InvalidRequestError(_validation_message(error)) from None
+
+
+class ChunkStream:
+    """Iterator of ``StreamChunk``s for one streamed request.
+
+    Chunks arrive as the provider sends them. The last chunk has ``is_complete=True`` (with
+    usage and cost) or is an error chunk; if the request fails before anything was delivered,
+    iterating raises the typed error instead. ``close()`` (or leaving a ``with`` block) cancels
+    the HTTP stream; the tokens seen are still billed.
+    """
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+        self._finished = False
+
+    @property
+    def future(self) -> pykka.ThreadingFuture:
+        """Resolves to the assembled ``AIResponse`` when the stream completes."""
+        return self._job.future
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        return self
+
+    def __next__(self) -> StreamChunk:
+        if self._finished:
+            raise StopIteration
+        assert self._job.chunks is not None
+        while True:
+            try:
+                item = self._job.chunks.get(timeout=max(1.0, self._job.remaining() + 1.0))
+                break
+            except queue.Empty:
+                if self._job.done and not self._job.started:
+                    continue
+                self._job.fail(RequestTimeoutError("the stream stalled past its deadline"))
+        if isinstance(item, StreamFailure):
+            self._finished = True
+            raise item.error
+        if item.is_complete:
+            self._finished = True
+        return item
+
+    def close(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._job.fail(RequestCancelledError("the caller closed the stream"))
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class AIProviderManager:
+    """Routes requests to the configured providers; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ConfigLike = None,
+        *,
+        catalog: Catalog | None = None,
+        ledger: LedgerStore | None = None,
+        alert_callbacks: Sequence[Callable[[BudgetAlert], Any]] = (),
+        keep_raw: bool = False,
+    ) -> None:
+        self.config = _coerce_config(config)
+        self._catalog = catalog
+        self._ledger = ledger
+        self._alert_callbacks: list[Callable[[BudgetAlert], Any]] = list(alert_callbacks)
+        self._keep_raw = keep_raw
+        self._lock = threading.Lock()
+        self._running = False
+        self._registry = JobRegistry()
+        self._scheduler: Scheduler | None = None
+        self._supervisor: Any = None
+        self._budget: Any = None
+        self._providers: dict[str, Any] = {}
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._clients: dict[str, HttpClient] = {}
+        self._expire_timer: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.config.catalog)
+        return self._catalog
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> AIProviderManager:
+        """Start every actor; configuration and ledger errors are raised here."""
+        with self._lock:
+            if self._running:
+                return self
+            catalog = self.catalog
+            planner = Planner(self.config, catalog)
+            store = self._ledger if self._ledger is not None else open_ledger(self.config.ledger)
+            self._scheduler = Scheduler().start()
+            try:
+                self._start_actors(planner, store)
+            except Exception:
+                self._teardown()
+                raise
+            self._running = True
+        return self
+
+    def _start_actors(self, planner: Planner, store: LedgerStore) -> None:
+        config = self.config
+        has_budgets = any(b.enabled for b in config.budgets)
+        self._budget = BudgetActor.start(
+            config.budgets,
+            store,
+            timezone=config.timezone,
+            reservation_ttl=config.ledger.reservation_ttl,
+            provider_types={p.name: p.type.value for p in config.providers},
+            alert_callbacks=self._alert_callbacks,
+        )
+        self._supervisor = SupervisorActor.start(planner, has_budgets=has_budgets)
+        for provider in config.providers:
+            adapter = get_adapter(provider.type)
+            client = HttpClient(
+                provider.name,
+                connect_timeout=provider.connect_timeout,
+                read_timeout=provider.timeout,
+                pool=provider.max_concurrency,
+            )
+            executor = ThreadPoolExecutor(
+                max_workers=provider.max_concurrency, thread_name_prefix=f"router-{provider.name}"
+            )
+            context = AttemptContext(
+                name=provider.name,
+                provider_type=provider.type,
+                adapter=adapter,
+                client=client,
+                base_url=(provider.base_url or adapter.default_base_url).rstrip("/"),
+                keep_raw=self._keep_raw,
+            )
+            self._clients[provider.name] = client
+            self._executors[provider.name] = executor
+            self._providers[provider.name] = ProviderActor.start(
+                provider, context, executor, self._scheduler, self._supervisor, self._budget
+            )
+        self._supervisor.ask(("wire", dict(self._providers), self._budget))
+        # Snapshots are pushed on start; wait for them so the first request sees real state.
+        for ref in self._providers.values():
+            ref.ask("snapshot")
+        self._supervisor.ask("snapshots")
+        if config.ledger.type != "memory":
+            self._schedule_expiry()
+
+    def _schedule_expiry(self) -> None:
+        interval = max(1.0, min(60.0, self.config.ledger.reservation_ttl / 2))
+
+        def tick() -> None:
+            try:
+                self._budget.tell(ExpireReservations())
+            except pykka.ActorDeadError:
+                return
+            if self._scheduler is not None:
+                self._expire_timer = self._scheduler.call_later(interval, tick)
+
+        assert self._scheduler is not None
+        self._expire_timer = self._scheduler.call_later(interval, tick)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Fail every pending request, drain workers, stop every actor. Idempotent."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            for job in self._registry.pending():
+                job.fail(ManagerStoppedError("the router was stopped"))
+            self._teardown(timeout)
+
+    def _teardown(self, timeout: float = 10.0) -> None:
+        if self._supervisor is not None:
+            _stop_actor(self._supervisor)
+        deadline = time.monotonic() + timeout
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
+        for executor in self._executors.values():
+            for thread in list(getattr(executor, "_threads", ())):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for ref in self._providers.values():
+            _stop_actor(ref)
+        if self._budget is not None:
+            _stop_actor(self._budget)  # after the workers: their last settlements land first
+        for client in self._clients.values():
+            client.close()
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        self._providers.clear()
+        self._executors.clear()
+        self._clients.clear()
+        self._supervisor = self._budget = self._scheduler = None
+
+    def __enter__(self) -> AIProviderManager:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _new_job(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        tools: Sequence[MCPTool | Mapping[str, Any]] | None,
+        strategy: str | None,
+        selection: ProviderSelection | Mapping[str, Any] | None,
+        timeout: float | None,
+        stream: bool,
+    ) -> Job:
+        if not self._running:
+            raise ManagerStoppedError("the router is not running; call start() or use 'with'")
+        request = coerce_request(request)
+        if tools:
+            try:
+                request = request.with_tools([MCPTool.model_validate(t) for t in tools])
+            except ValidationError as error:
+                raise InvalidRequestError(_validation_message(error)) from None
+        if request.stream != stream:
+            request = request.model_copy(update={"stream": stream})
+        if selection is not None and not isinstance(selection, ProviderSelection):
+            try:
+                selection = ProviderSelection.model_validate(selection)
+            except ValidationError as error:
+                raise InvalidRequestError(_validation_message(error)) from None
+        strategy = strategy or self.config.default_strategy
+        if strategy not in STRATEGIES:
+            raise InvalidRequestError(
+                f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})"
+            )
+        if timeout is None:
+            timeout = self.config.request_timeout
+        elif timeout <= 0:
+            raise InvalidRequestError("timeout must be > 0")
+        job = Job(
+            request,
+            strategy=strategy,
+            selection=selection,
+            timeout=timeout,
+            registry=self._registry,
+            stream=stream,
+        )
+        self._registry.add(job)
+        assert self._scheduler is not None
+        job.timer = self._scheduler.call_at(
+            job.deadline,
+            lambda: job.fail(RequestTimeoutError(f"no answer within {timeout:g}s")),
+        )
+        try:
+            self._supervisor.tell(Dispatch(job))
+        except pykka.ActorDeadError:
+            job.fail(ManagerStoppedError("the router was stopped"))
+        return job
+
+    def submit(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        tools: Sequence[MCPTool | Mapping[str, Any]] | None = None,
+        strategy: str | None = None,
+        selection: ProviderSelection | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> pykka.ThreadingFuture:
+        """Send a request; the future resolves exactly once to an ``AIResponse`` or an error."""
+        return self._new_job(
+            request,
+            tools=tools,
+            strategy=strategy,
+            selection=selection,
+            timeout=timeout,
+            stream=False,
+        ).future
+
+    def process_request(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        tools: Sequence[MCPTool | Mapping[str, Any]] | None = None,
+        strategy: str | None = None,
+        selection: ProviderSelection | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> AIResponse:
+        """``submit(...)`` and wait for the answer (raises the typed error on failure)."""
+        future = self.submit(
+            request, tools=tools, strategy=strategy, selection=selection, timeout=timeout
+        )
+        # The job's own deadline resolves the future; the margin only guards against a bug.
+        wait = (timeout or self.config.request_timeout) + 30.0
+        return future.get(timeout=wait)
+
+    def stream_request(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        tools: Sequence[MCPTool | Mapping[str, Any]] | None = None,
+        strategy: str | None = None,
+        selection: ProviderSelection | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> ChunkStream:
+        """Stream the answer: an iterator of ``StreamChunk`` (see ``ChunkStream``)."""
+        job = self._new_job(
+            request,
+            tools=tools,
+            strategy=strategy,
+            selection=selection,
+            timeout=timeout,
+            stream=True,
+        )
+        return ChunkStream(job)
+
+    # --- insight -----------------------------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if not self._running:
+            raise ManagerStoppedError("the router is not running; call start() or use 'with'")
+
+    def provider_health(self) -> dict[str, HealthSnapshot]:
+        """The current health snapshot of every provider."""
+        self._require_running()
+        futures = {name: ref.ask("snapshot", block=False) for name, ref in self._providers.items()}
+        return {name: future.get(timeout=10) for name, future in futures.items()}
+
+    def get_cost_recommendations(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        tools: Sequence[MCPTool | Mapping[str, Any]] | None = None,
+        selection: ProviderSelection | Mapping[str, Any] | None = None,
+        strategy: str = "cost",
+    ) -> dict[str, dict[str, Any]]:
+        """Per candidate (``provider/model``): estimated cost, health, availability, rank."""
+        self._require_running()
+        request = coerce_request(request)
+        if tools:
+            request = request.with_tools([MCPTool.model_validate(t) for t in tools])
+        if selection is not None and not isinstance(selection, ProviderSelection):
+            selection = ProviderSelection.model_validate(selection)
+        rows = self._supervisor.ask(("plan", request, selection, strategy), timeout=10)
+        health = self.provider_health()
+        out: dict[str, dict[str, Any]] = {}
+        rank = 0
+        for row in rows:
+            candidate = row["candidate"]
+            if isinstance(candidate, Candidate):
+                rank += 1
+                snap = health.get(candidate.provider)
+                available = snap is not None and snap.disabled_reason is None and (
+                    snap.circuit_state != "open"
+                )
+                out[candidate.key] = {
+                    "provider": candidate.provider,
+                    "provider_type": candidate.provider_type,
+                    "model": candidate.model,
+                    "estimated_cost": candidate.estimated_cost,
+                    "health_score": snap.health_score if snap else 0.0,
+                    "status": snap.status.value if snap else "unknown",
+                    "available": available,
+                    "rank": rank,
+                    "reason": None if available else (snap.disabled_reason if snap else None)
+                    or "circuit open",
+                }
+            else:
+                provider, _, model = candidate.partition("/")
+                snap = health.get(provider)
+                out[candidate] = {
+                    "provider": provider,
+                    "provider_type": snap.provider_type if snap else None,
+                    "model": model,
+                    "estimated_cost": None,
+                    "health_score": snap.health_score if snap else 0.0,
+                    "status": snap.status.value if snap else "unknown",
+                    "available": False,
+                    "rank": None,
+                    "reason": row["reason"],
+                }
+        return out
+
+    def get_budget_status(self) -> dict[str, Any]:
+        """Each budget limit (spent, reserved, limit, percentage), spend per provider, alerts."""
+        self._require_running()
+        return self._budget.ask("status", timeout=10)
+
+    def get_budget_alerts(self) -> list[dict[str, Any]]:
+        """Alerts fired so far: budget_name, threshold, percentage, spent, limit, period."""
+        self._require_running()
+        return self._budget.ask("alerts", timeout=10)
+
+    def usage_records(
+        self, *, since: float | None = None, limit: int | None = None
+    ) -> list[UsageRecord]:
+        """Usage records from the ledger (no prompt or response content)."""
+        self._require_running()
+        return self._budget.ask(("records", since, limit), timeout=30)
+
+    def add_alert_callback(self, callback: Callable[[BudgetAlert], Any]) -> None:
+        """Call ``callback(alert)`` (on the budget actor's thread; keep it quick) per alert."""
+        self._alert_callbacks.append(callback)
+
+    def get_manager_stats(self) -> dict[str, Any]:
+        """Usage, per-provider health and budget figures (the seed's shape, extended)."""
+        self._require_running()
+        usage = self._registry.snapshot()
+        health = self.provider_health()
+        budget = self.get_budget_status()
+        usage["reserved_budget"] = budget.get("reserved", 0.0)
+        return {
+            "usage_stats": usage,
+            "providers": {name: snap.to_dict() for name, snap in health.items()},
+            "models": usage.pop("by_model"),
+            "budget": budget,
+        }
+
+    # --- runtime changes ---------------------------------------------------------------------
+
+    def _provider_ref(self, name: str) -> Any:
+        self._require_running()
+        try:
+            return self._providers[name]
+        except KeyError:
+            known = ", ".join(self._providers)
+            raise ConfigError(f"unknown provider '{name}' (configured: {known})") from None
+
+    def set_provider_enabled(self, name: str, enabled: bool) -> None:
+        """Take a provider out of rotation or bring it back, without a restart."""
+        self._provider_ref(name).ask(Reconfigure({"enabled": enabled}), timeout=10)
+        self._supervisor.ask("snapshots", timeout=10)  # the pushed snapshot has landed
+
+    def update_provider(
+        self,
+        name: str,
+        *,
+        priority: int | None = None,
+        api_key: str | None = None,
+        enabled: bool | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+    ) -> None:
+        """Change priority, rotate the key, enable/disable or set rate limits at run time."""
+        changes: dict[str, Any] = {"priority": priority, "api_key": api_key, "enabled": enabled}
+        if rpm is not None:
+            changes["rpm"] = rpm or None
+        if tpm is not None:
+            changes["tpm"] = tpm or None
+        self._provider_ref(name).ask(Reconfigure(changes), timeout=10)
+        self._supervisor.ask("snapshots", timeout=10)
+
+
+def _stop_actor(ref: Any) -> None:
+    try:
+        ref.stop(block=True, timeout=10)
+    except (pykka.ActorDeadError, pykka.Timeout):
+        pass
+
+
+# RouterError is re-exported for ``except router.manager.RouterError`` convenience.
+__all__ += ["RouterError"]

@@ -1,0 +1,131 @@
+"""HTTP for the worker threads: pooled sessions, timeouts, SSE reading, exception mapping.
+
+Each worker thread keeps one ``requests.Session`` per provider (connection pooling without
+sharing a session across threads). urllib3 retries are off: the router is the only retry loop.
+Every lower-level exception is mapped to the router's hierarchy here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from router.errors import (
+    MalformedResponseError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from router.providers.base import HTTPRequest
+
+__all__ = ["HttpClient", "iter_sse_events", "decode_json"]
+
+
+class HttpClient:
+    """Thread-local pooled sessions for one provider instance."""
+
+    def __init__(self, provider: str, *, connect_timeout: float, read_timeout: float, pool: int):
+        self.provider = provider
+        self.timeout = (connect_timeout, read_timeout)
+        self._pool = pool
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.trust_env = False  # no proxies / netrc lookups per request
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def send(self, request: HTTPRequest) -> requests.Response:
+        """Send one attempt; raises ``ProviderTimeoutError`` / ``ProviderConnectionError``."""
+        try:
+            return self._session().request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=None if request.json is None else json.dumps(request.json).encode(),
+                timeout=self.timeout,
+                stream=request.stream,
+            )
+        except requests.Timeout as exc:
+            raise ProviderTimeoutError(
+                f"no answer within {self.timeout[1]:g}s", provider=self.provider
+            ) from exc
+        except requests.RequestException as exc:
+            raise ProviderConnectionError(
+                f"connection failed: {type(exc).__name__}", provider=self.provider
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+
+def decode_json(response: requests.Response, provider: str) -> dict[str, Any]:
+    """The body of a 2xx JSON answer; ``MalformedResponseError`` when it is not a JSON object."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedResponseError(
+            "the provider answered with a body that is not JSON", provider=provider
+        ) from exc
+    except requests.RequestException as exc:
+        raise ProviderConnectionError(
+            f"connection broke while reading the answer: {type(exc).__name__}", provider=provider
+        ) from exc
+    if not isinstance(body, dict):
+        raise MalformedResponseError("the provider's JSON answer is not an object", provider=provider)
+    return body
+
+
+def _raw_chunks(response: requests.Response) -> Iterator[bytes]:
+    """Bytes as they arrive: one HTTP chunk at a time, never waiting to fill a buffer."""
+    raw = response.raw
+    if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked"):
+        yield from raw.read_chunked(decode_content=True)
+        return
+    while True:
+        data = raw.read1(65536, decode_content=True) if hasattr(raw, "read1") else raw.read(1)
+        if not data:
+            return
+        yield data
+
+
+def iter_sse_events(response: requests.Response, provider: str) -> Iterator[tuple[str, str]]:
+    """(event, data) pairs from an SSE response, each delivered as soon as it is complete."""
+    import sseclient  # imported lazily: only streams need it
+
+    try:
+        for event in sseclient.SSEClient(_raw_chunks(response)).events():
+            yield event.event, event.data
+    except (requests.RequestException, OSError, ValueError) as exc:
+        # urllib3 ProtocolError, a reset, or a read timeout mid-stream.
+        if isinstance(exc, ProviderError):
+            raise
+        raise ProviderConnectionError(
+            f"stream broke: {type(exc).__name__}", provider=provider
+        ) from exc
+    except Exception as exc:
+        import urllib3.exceptions
+
+        if isinstance(exc, urllib3.exceptions.HTTPError):
+            raise ProviderConnectionError(
+                f"stream broke: {type(exc).__name__}", provider=provider
+            ) from exc
+        raise
