@@ -3,8 +3,8 @@
 An MCP tool carries an ordinary JSON Schema (``inputSchema``). The three providers accept
 different things:
 
-- **OpenAI** (and OpenAI-compatible servers) and **Anthropic** take standard JSON Schema, but
-  the top level must be one object. Both reject ``anyOf``/``oneOf``/``allOf`` at the top level
+- **OpenAI** (and OpenAI-compatible servers; non-strict function calling) and **Anthropic**
+  take standard JSON Schema, but the top level must be one object. Both reject ``anyOf``/``oneOf``/``allOf`` at the top level
   (OpenAI: "schema must have type 'object' and not have 'oneOf'/'anyOf'/'allOf'/'enum'/'not' at
   the top level"; Anthropic: "input_schema does not support oneOf, allOf, or anyOf at the top
   level"). Everything below the top level is passed through unchanged (``$defs``/``$ref``,
@@ -29,8 +29,9 @@ Gemini decisions (each exists because the API rejected the alternative in peers'
 
 - ``$ref`` (``#/$defs/X``, ``#/definitions/X``, any JSON pointer such as
   ``#/properties/data/properties/children/items``) is inlined. A recursive reference is
-  expanded at most :data:`MAX_REF_EXPANSIONS` times on one path, then cut to a free-form node of
-  the target's type whose description says the structure repeats.
+  expanded at most :data:`MAX_REF_EXPANSIONS` times on one path (so the model sees one level of
+  the recursion), then cut to a free-form node of the target's type whose description says the
+  structure repeats. Non-recursive references are inlined wherever they are used.
 - ``type: [T, "null"]``, ``anyOf: [..., {type: null}]`` and ``null`` in ``enum`` become
   ``nullable: true``. Several non-null types become ``anyOf`` of typed branches. ``oneOf``
   becomes ``anyOf``; ``allOf`` is merged; ``not`` and branches that only carry cross-field
@@ -54,6 +55,8 @@ Gemini decisions (each exists because the API rejected the alternative in peers'
 - ``required`` only names properties that exist. ``additionalProperties``, ``$schema``,
   ``$defs``, ``examples``, ``uniqueItems``, ``multipleOf``, ``discriminator``,
   ``dependentSchemas``, ``patternProperties``, ``if``/``then``/``else`` ... are dropped.
+- A top level that is a map with no named properties (``additionalProperties`` schema only)
+  is refused for Gemini: leaving ``parameters`` out would hide that the tool takes arguments.
 
 Names: OpenAI ``^[a-zA-Z0-9_-]{1,64}$``; Anthropic ``^[a-zA-Z0-9_-]{1,128}$``; Gemini a-z A-Z
 0-9 ``_ . : -``, at most 64, and (Vertex AI's documented rule, kept because it is the stricter
