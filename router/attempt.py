@@ -63,8 +63,15 @@ def _cost(info: Any, usage: Usage) -> float:
     return price(info, usage) if info is not None else 0.0
 
 
-def _record(attempt: Attempt, ctx: AttemptContext, usage: Usage, cost: float, outcome: str,
-            provider_request_id: str | None, record_id: str) -> UsageRecord:
+def _record(
+    attempt: Attempt,
+    ctx: AttemptContext,
+    usage: Usage,
+    cost: float,
+    outcome: str,
+    provider_request_id: str | None,
+    record_id: str,
+) -> UsageRecord:
     return UsageRecord(
         request_id=record_id,
         timestamp=time.time(),
@@ -91,8 +98,10 @@ def run_attempt(
     job = attempt.job
     started = time.perf_counter()
     if job.done:
-        _tell(provider_ref, Outcome(attempt, None, RequestCancelledError("cancelled"), 0.0,
-                                    cancelled=True))
+        _tell(
+            provider_ref,
+            Outcome(attempt, None, RequestCancelledError("cancelled"), 0.0, cancelled=True),
+        )
         return
     try:
         http_request = ctx.adapter.build_request(
@@ -132,9 +141,13 @@ def run_attempt(
             "raw": body if ctx.keep_raw else None,
         }
     )
-    _tell(budget_ref, Settle(attempt.reservation_id,
-                             _record(attempt, ctx, result.usage, cost, "success",
-                                     result.request_id, job.id)))
+    _tell(
+        budget_ref,
+        Settle(
+            attempt.reservation_id,
+            _record(attempt, ctx, result.usage, cost, "success", result.request_id, job.id),
+        ),
+    )
     job.resolve(result)
     _tell(provider_ref, Outcome(attempt, result, None, latency))
 
@@ -216,9 +229,13 @@ def _run_stream(
                 "latency_ms": latency,
             }
         )
-        _tell(budget_ref, Settle(attempt.reservation_id,
-                                 _record(attempt, ctx, usage, cost, "success",
-                                         final.request_id, job.id)))
+        _tell(
+            budget_ref,
+            Settle(
+                attempt.reservation_id,
+                _record(attempt, ctx, usage, cost, "success", final.request_id, job.id),
+            ),
+        )
         job.resolve(result, final)
         _tell(provider_ref, Outcome(attempt, result, None, latency))
         return
@@ -230,10 +247,13 @@ def _run_stream(
     delivered = job.started
     if usage.input_tokens or usage.output_tokens:
         suffix = "" if delivered or cancelled else f".{ctx.name}.{attempt.number}"
-        _tell(budget_ref, Settle(
-            attempt.reservation_id if (delivered or cancelled) else None,
-            _record(attempt, ctx, usage, cost, "partial", None, job.id + suffix),
-        ))
+        _tell(
+            budget_ref,
+            Settle(
+                attempt.reservation_id if (delivered or cancelled) else None,
+                _record(attempt, ctx, usage, cost, "partial", None, job.id + suffix),
+            ),
+        )
     if error is None:
         error = MalformedResponseError("the stream ended without a final event", provider=ctx.name)
     if delivered and not cancelled:
@@ -241,10 +261,22 @@ def _run_stream(
         if not isinstance(error, ProviderError):
             error = MalformedResponseError(str(error), provider=ctx.name)
         job.fail(error)
-    _tell(provider_ref, Outcome(attempt, None, error, latency, started=delivered,
-                                cancelled=cancelled, partial_usage=usage, partial_cost=cost))
+    _tell(
+        provider_ref,
+        Outcome(
+            attempt,
+            None,
+            error,
+            latency,
+            started=delivered,
+            cancelled=cancelled,
+            partial_usage=usage,
+            partial_cost=cost,
+        ),
+    )
 
 
-def make_task(ctx: AttemptContext, attempt: Attempt, api_key: str | None, provider_ref: Any,
-              budget_ref: Any) -> Callable[[], None]:
+def make_task(
+    ctx: AttemptContext, attempt: Attempt, api_key: str | None, provider_ref: Any, budget_ref: Any
+) -> Callable[[], None]:
     return lambda: run_attempt(ctx, attempt, api_key, provider_ref, budget_ref)

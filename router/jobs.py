@@ -258,4 +258,3 @@ class JobRegistry:
                     "p99": percentile(ordered, 0.99),
                 },
             }
-

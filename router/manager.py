@@ -151,8 +151,10 @@ class AIProviderManager:
         ledger: LedgerStore | None = None,
         alert_callbacks: Sequence[Callable[[BudgetAlert], Any]] = (),
         keep_raw: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = _coerce_config(config)
+        self._clock = clock  # breaker time; injectable so tests need not wait
         self._catalog = catalog
         self._ledger = ledger
         self._alert_callbacks: list[Callable[[BudgetAlert], Any]] = list(alert_callbacks)
@@ -208,7 +210,9 @@ class AIProviderManager:
             provider_types={p.name: p.type.value for p in config.providers},
             alert_callbacks=self._alert_callbacks,
         )
-        self._supervisor = SupervisorActor.start(planner, has_budgets=has_budgets)
+        self._supervisor = SupervisorActor.start(
+            planner, has_budgets=has_budgets, clock=self._clock
+        )
         for provider in config.providers:
             adapter = get_adapter(provider.type)
             client = HttpClient(
@@ -231,7 +235,13 @@ class AIProviderManager:
             self._clients[provider.name] = client
             self._executors[provider.name] = executor
             self._providers[provider.name] = ProviderActor.start(
-                provider, context, executor, self._scheduler, self._supervisor, self._budget
+                provider,
+                context,
+                executor,
+                self._scheduler,
+                self._supervisor,
+                self._budget,
+                clock=self._clock,
             )
         self._supervisor.ask(("wire", dict(self._providers), self._budget))
         # Snapshots are pushed on start; wait for them so the first request sees real state.
@@ -441,8 +451,10 @@ class AIProviderManager:
             if isinstance(candidate, Candidate):
                 rank += 1
                 snap = health.get(candidate.provider)
-                available = snap is not None and snap.disabled_reason is None and (
-                    snap.circuit_state != "open"
+                available = (
+                    snap is not None
+                    and snap.disabled_reason is None
+                    and (snap.circuit_state != "open")
                 )
                 out[candidate.key] = {
                     "provider": candidate.provider,
@@ -453,8 +465,9 @@ class AIProviderManager:
                     "status": snap.status.value if snap else "unknown",
                     "available": available,
                     "rank": rank,
-                    "reason": None if available else (snap.disabled_reason if snap else None)
-                    or "circuit open",
+                    "reason": None
+                    if available
+                    else (snap.disabled_reason if snap else None) or "circuit open",
                 }
             else:
                 provider, _, model = candidate.partition("/")

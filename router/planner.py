@@ -146,7 +146,9 @@ class Planner:
                     model=model,
                     estimated_cost=estimate,
                     priority=provider.priority,
-                    capabilities=frozenset(c.value for c in info.capabilities) if info else frozenset(),
+                    capabilities=frozenset(c.value for c in info.capabilities)
+                    if info
+                    else frozenset(),
                     tier=info.tier if info else "",
                     info=info,
                 )

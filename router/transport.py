@@ -90,7 +90,9 @@ def decode_json(response: requests.Response, provider: str) -> dict[str, Any]:
             f"connection broke while reading the answer: {type(exc).__name__}", provider=provider
         ) from exc
     if not isinstance(body, dict):
-        raise MalformedResponseError("the provider's JSON answer is not an object", provider=provider)
+        raise MalformedResponseError(
+            "the provider's JSON answer is not an object", provider=provider
+        )
     return body
 
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pykka
 import pytest
-
-KEYS = {
-    "openai": "sk-test-openai-0123456789abcdefghij",
-    "anthropic": "sk-ant-test-0123456789abcdefghij",
-    "google": "AIza-test-0123456789abcdefghij",
-}
-MODELS = {
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-3-haiku-20240307",
-    "google": "gemini-1.5-flash",
-}
+from support import router_config
 
 
 @pytest.fixture(scope="session")
@@ -39,34 +28,6 @@ def emulator(emulator_server: Any) -> Iterator[Any]:
     emulator_server.set_pacing(None, ttft=0.0, token_delay=0.0)
 
 
-def router_config(emulator: Any, **overrides: Any) -> dict[str, Any]:
-    """A config dict with the three providers pointed at ``emulator``."""
-    providers = []
-    for priority, kind in zip((3, 2, 1), ("openai", "anthropic", "google"), strict=True):
-        providers.append(
-            {
-                "name": kind,
-                "type": kind,
-                "api_key": KEYS[kind],
-                "base_url": emulator.base_urls[kind],
-                "priority": priority,
-                "timeout": 10.0,
-                "retry": {"base_delay": 0.01, "max_delay": 0.05},
-                "circuit_breaker": {"failure_threshold": 5, "recovery_timeout": 0.5},
-            }
-        )
-    config: dict[str, Any] = {
-        "providers": providers,
-        "model_groups": {
-            "fast": [{"provider": kind, "model": MODELS[kind]} for kind in MODELS],
-        },
-        "ledger": {"type": "memory"},
-        "request_timeout": 20.0,
-    }
-    config.update(overrides)
-    return config
-
-
 @pytest.fixture
 def make_manager(emulator: Any) -> Iterator[Any]:
     """Build and start managers against the emulator; all are stopped after the test."""
@@ -83,7 +44,3 @@ def make_manager(emulator: Any) -> Iterator[Any]:
     for manager in managers:
         manager.stop()
     pykka.ActorRegistry.stop_all()
-
-
-def router_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(("router-", "PykkaActor"))]

@@ -113,7 +113,9 @@ class BudgetActor(pykka.ThreadingActor):
             self._periods = (second, periods_at(now, self.tz))
         return self._periods[1]
 
-    def _limits_and_keys(self, provider: str, periods: Periods) -> tuple[list[BudgetLimit], list[str]]:
+    def _limits_and_keys(
+        self, provider: str, periods: Periods
+    ) -> tuple[list[BudgetLimit], list[str]]:
         kind = self.provider_types.get(provider, provider)
         limits = applicable_limits(
             self.budgets, provider_name=provider, provider_type=kind, periods=periods
@@ -163,7 +165,9 @@ class BudgetActor(pykka.ThreadingActor):
         record: UsageRecord = message.record
         periods = periods_at(record.timestamp, self.tz)
         record = _with_periods(record, periods)
-        held = self._reservations.pop(message.reservation_id, None) if message.reservation_id else None
+        held = (
+            self._reservations.pop(message.reservation_id, None) if message.reservation_id else None
+        )
         if held is not None:
             limits = held[0]
             keys = None
@@ -198,8 +202,11 @@ class BudgetActor(pykka.ThreadingActor):
 
     def status(self) -> dict[str, Any]:
         periods = self._now_periods()
-        out: dict[str, Any] = {"budgets": [], "providers": {}, "periods": {
-            "day": periods.day, "month": periods.month}}
+        out: dict[str, Any] = {
+            "budgets": [],
+            "providers": {},
+            "periods": {"day": periods.day, "month": periods.month},
+        }
         seen: set[str] = set()
         for name, _kind in self.provider_types.items():
             limits, keys = self._limits_and_keys(name, periods)
@@ -227,9 +234,7 @@ class BudgetActor(pykka.ThreadingActor):
                         "percentage": 100.0 * spent / limit.limit if limit.limit else 0.0,
                     }
                 )
-        overall = self.store.totals(
-            [f"spend:day:{periods.day}", f"spend:month:{periods.month}"]
-        )
+        overall = self.store.totals([f"spend:day:{periods.day}", f"spend:month:{periods.month}"])
         out["spent_today"], out["reserved_today"] = overall[f"spend:day:{periods.day}"]
         out["spent_month"], out["reserved"] = overall[f"spend:month:{periods.month}"]
         out["alerts"] = [a.to_dict() for a in self.alerts.alerts()]

@@ -140,7 +140,7 @@ class ProviderActor(pykka.ThreadingActor):
             return
         wait = self._rate_limit_wait(job.estimated_input_tokens)
         if wait > 0:
-            if attempt.may_wait and self.clock() + wait < job.deadline:
+            if attempt.may_wait and time.monotonic() + wait < job.deadline:
                 self.scheduler.call_later(wait, lambda: self._tell_self(attempt))
             else:
                 error = RateLimitError(
@@ -223,7 +223,7 @@ class ProviderActor(pykka.ThreadingActor):
             delay is not None
             and self.breaker.state == CircuitState.CLOSED
             and self.out_reason is None
-            and self.clock() + delay < job.deadline
+            and time.monotonic() + delay < job.deadline
         ):
             retry = attempt._replace(number=attempt.number + 1)
             logger.debug(
@@ -235,7 +235,9 @@ class ProviderActor(pykka.ThreadingActor):
             )
             self.scheduler.call_later(delay, lambda: self._tell_self(retry))
         else:
-            self.supervisor.tell(AttemptFailed(job, attempt.candidate, error, attempt.reservation_id))
+            self.supervisor.tell(
+                AttemptFailed(job, attempt.candidate, error, attempt.reservation_id)
+            )
         self._push()
 
     def _account_failure(self, error: RouterError) -> None:

@@ -213,4 +213,3 @@ def _soonest_retry(job: Job, snapshots: dict[str, HealthSnapshot], now: float) -
         if snap.circuit_retry_at is not None and snap.circuit_retry_at > now:
             times.append(snap.circuit_retry_at - now)
     return min(times) if times else None
-
