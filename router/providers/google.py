@@ -109,6 +109,8 @@ _CANONICAL: dict[str, type[ProviderError]] = {
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^,;]*)*),(?P<data>.*)$", re.S
 )
+_BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+_BAD_KEY_MESSAGE = re.compile(r"API key\b[^.]*\b(?:not valid|expired)", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
@@ -171,7 +173,7 @@ def _error_from_payload(
     details = error.get("details") if isinstance(error.get("details"), list) else []
     reasons = {str(d.get("reason")) for d in details if isinstance(d, dict) and d.get("reason")}
     retry_after: float | None = None
-    if "API_KEY_INVALID" in reasons or "API key not valid" in message:
+    if reasons & _BAD_KEY_REASONS or _BAD_KEY_MESSAGE.search(message):
         cls: type[ProviderError] = AuthenticationError  # Gemini says 400, not 401
     elif canonical == "RESOURCE_EXHAUSTED" or status == 429:
         cls = QuotaExceededError if _quota_exhausted(message, details) else RateLimitError
