@@ -55,7 +55,14 @@ __all__ = [
     "header_value",
     "retry_after_from_headers",
     "error_for_status",
+    "error_message",
+    "decode_json_body",
+    "body_snippet",
+    "parse_arguments",
+    "tool_calls_finish",
+    "wrong_shape",
     "join_url",
+    "SHAPE_ERRORS",
 ]
 
 # Header names whose values are credentials: never shown in a repr or a log line.
