@@ -2,11 +2,12 @@
 
 Accepts JSON Schema (OpenAI ``parameters``, Anthropic ``input_schema``, Gemini
 ``parametersJsonSchema``) and Gemini's OpenAPI subset (``"type": "OBJECT"``, ``nullable``).
-Only *required* object properties are filled in; every value is the simplest one the schema
-allows: ``const``/first ``enum`` value, strings named after their property (padded to
-``minLength``, cut to ``maxLength``, with a sample for common ``format``s), numbers at their
-lower bound (or 1), ``true``, arrays of ``minItems`` (at least one) items, the first non-null
-branch of ``anyOf``/``oneOf``, merged ``allOf``, and local ``$ref``s into ``$defs`` /
+Only *required* object properties (and ``const`` ones, which act as discriminators) are
+filled in; every value is the simplest one the schema allows: ``const``/first ``enum`` value,
+strings named after their property (padded to ``minLength``, cut to ``maxLength``, with a
+sample for common ``format``s), numbers at their lower bound (or 1), ``true``, arrays of
+``minItems`` (at least one) items, the first non-null branch of ``anyOf``/``oneOf`` (merged
+with the schema around it), merged ``allOf``, and local ``$ref``s into ``$defs`` /
 ``definitions`` (with a depth guard so recursive schemas terminate).
 """
 
@@ -79,11 +80,19 @@ def _example(schema: Any, root: dict[str, Any], name: str, depth: int) -> Any:
     for key in ("anyOf", "oneOf"):
         branches = schema.get(key)
         if isinstance(branches, list) and branches:
+            chosen: dict[str, Any] | None = None
             for branch in branches:
                 resolved = _resolve(branch, root) if isinstance(branch, dict) else {}
                 if _type_of(resolved) != "null":
-                    return _example(resolved, root, name, depth + 1)
-            return None
+                    chosen = resolved
+                    break
+            if chosen is None:
+                return None
+            rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
+            if any(k in rest for k in ("type", "properties", "required", "items")):
+                # The schema applies *and* one branch: merge them.
+                return _example({"allOf": [rest, chosen]}, root, name, depth + 1)
+            return _example(chosen, root, name, depth + 1)
     all_of = schema.get("allOf")
     if isinstance(all_of, list) and all_of:
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
@@ -125,6 +134,10 @@ def _object(schema: dict[str, Any], root: dict[str, Any], depth: int) -> dict[st
     out: dict[str, Any] = {}
     for key in required:
         out[key] = _example(properties.get(key, {}), root, key, depth + 1)
+    for key, prop in properties.items():
+        # Constant properties are discriminators: without them a oneOf may match twice.
+        if key not in out and isinstance(prop, dict) and "const" in prop:
+            out[key] = prop["const"]
     return out
 
 

@@ -175,29 +175,34 @@ class _Emulator:
         proto: Any = self.protocols[provider]
         req = Request(method, rest, prefix, query, headers, body, model, action)
         exchange: Exchange | None = None
+        recorded = False
+
+        def record(outcome: str) -> None:
+            # Counted before the first byte goes out, so a client that has its answer
+            # always finds its request in the counters.
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                model_id = exchange.model if exchange else model
+                stream = exchange.stream if exchange else False
+                body_json = exchange.body if exchange else None
+                self.counters.record(provider, prefix, model_id, stream, outcome, body_json)
+
         try:
             proto.authenticate(req, self.config.keys.get(provider))
             if action == "models":
-                self.counters.record(provider, prefix, None, False, "ok")
+                record("ok")
                 _send(h, proto.models(req, self._models(provider)))
                 return
             exchange = proto.decode(req)
             fault = self.faults.pick(provider, prefix, exchange.model)
             if fault is not None:
-                self.counters.record(
-                    provider, prefix, exchange.model, exchange.stream, fault.kind, exchange.body
-                )
+                record(fault.kind)
                 self._inject(h, proto, req, exchange, fault)
                 return
-            self._answer(h, proto, req, exchange, None)
-            self.counters.record(
-                provider, prefix, exchange.model, exchange.stream, "ok", exchange.body
-            )
+            self._answer(h, proto, req, exchange, None, record)
         except ApiError as err:
-            model = exchange.model if exchange else model
-            stream = exchange.stream if exchange else False
-            body_json = exchange.body if exchange else None
-            self.counters.record(provider, prefix, model, stream, err.outcome, body_json)
+            record(err.outcome)
             _send(h, err.reply)
 
     def _route(
@@ -230,19 +235,29 @@ class _Emulator:
         return self.config.models.get(provider) or DEFAULT_MODELS[provider]
 
     def _answer(
-        self, h: _Handler, proto: Any, req: Request, exchange: Exchange, fault: Fault | None
+        self,
+        h: _Handler,
+        proto: Any,
+        req: Request,
+        exchange: Exchange,
+        fault: Fault | None,
+        record: Callable[[str], None] | None = None,
     ) -> None:
         pinned = self.config.models.get(proto.name)
         if pinned and exchange.model not in pinned:
             raise ApiError(proto.error("not_found", exchange, {}), "not_found")
         exchange = proto.validate(req, exchange)
         if req.action == "countTokens":
+            if record is not None:
+                record("ok")
             _send(h, proto.count_tokens_reply(exchange))
             return
         assert exchange.conversation is not None
         result = answer(exchange.conversation)
         pace = self.pacing.get(proto.name)
         self._wait(pace.ttft)
+        if record is not None:
+            record("ok")
         if not exchange.stream:
             reply = proto.render(exchange, result)
             if fault is not None and fault.kind == "cut_stream":
