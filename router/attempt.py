@@ -165,7 +165,7 @@ def _run_stream(
     budget_ref: Any,
 ) -> None:
     job = attempt.job
-    parser = ctx.adapter.new_stream_parser(model=attempt.candidate.model)
+    parser = ctx.adapter.new_stream_parser(model=attempt.candidate.model, provider=ctx.name)
     accumulator = StreamAccumulator()
     job.on_cancel(response.close)
     final: StreamChunk | None = None

@@ -144,8 +144,8 @@ class BudgetActor(pykka.ThreadingActor):
             limit = refusal.limit
             error = BudgetExceededError(
                 f"budget '{limit.budget}' ({limit.scope} {limit.period}) would be exceeded: "
-                f"limit ${limit.limit:.4f}, spent ${refusal.spent:.4f}, reserved "
-                f"${refusal.reserved:.4f}, this request up to ${refusal.estimate:.4f}",
+                f"limit ${limit.limit:.6f}, spent ${refusal.spent:.6f}, reserved "
+                f"${refusal.reserved:.6f}, this request up to ${refusal.estimate:.6f}",
                 budget=limit.budget,
                 limit=limit.limit,
                 spent=refusal.spent,
@@ -185,7 +185,7 @@ class BudgetActor(pykka.ThreadingActor):
 
     def _deliver(self, alert: BudgetAlert) -> None:
         logger.warning(
-            "budget alert: %s at %.1f%% of $%.2f (%s %s)",
+            "budget alert: %s at %.1f%% of $%g (%s %s)",
             alert.budget_name,
             alert.percentage,
             alert.limit,

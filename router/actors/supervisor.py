@@ -185,7 +185,7 @@ class SupervisorActor(pykka.ThreadingActor):
         if job.budget_refusals and not attempted and len(job.budget_refusals) >= len(job.errors):
             first = job.budget_refusals[0]
             if len(job.reasons) > 1:
-                first.message += "; " + _reasons_text(job.reasons)
+                first.message += f" (candidates refused: {', '.join(job.reasons)})"
             return first
         if job.total_candidates == 1 and len(job.errors) == 1:
             return next(iter(job.errors.values()))

@@ -1,0 +1,656 @@
+"""The ``router`` command line.
+
+Every user error prints one line (``router: error: ...``) and exits non-zero; no tracebacks.
+Exit codes: 0 success, 1 the request or command failed (provider, budget, network), 2 usage or
+configuration error. ``--json`` output is documented in ``docs/cli.md`` and kept stable.
+
+Only click is imported at module level so ``router --help`` stays fast; everything else is
+imported by the command that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from router import __version__
+
+__all__ = ["main", "cli"]
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+class RouterCommandError(click.ClickException):
+    """A one-line user-facing error with a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"router: error: {self.format_message()}", err=True)
+
+
+def _fail(error: BaseException) -> RouterCommandError:
+    from router.errors import ConfigError, InvalidRequestError
+
+    code = EXIT_CONFIG if isinstance(error, ConfigError | InvalidRequestError) else EXIT_FAILED
+    message = str(error).strip()
+    # One line: multi-problem config errors are joined, the first line leads.
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return RouterCommandError("; ".join(lines) or type(error).__name__, code)
+
+
+class State:
+    """Shared by all commands: where the configuration is and the log level."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+
+    def config(self) -> Any:
+        from router.config import load_config
+        from router.errors import RouterError
+
+        try:
+            return load_config(self.config_path)
+        except RouterError as error:
+            raise _fail(error) from None
+
+    @contextmanager
+    def manager(self) -> Iterator[Any]:
+        from router.errors import RouterError
+        from router.manager import AIProviderManager
+
+        config = self.config()
+        try:
+            manager = AIProviderManager(config).start()
+        except RouterError as error:
+            raise _fail(error) from None
+        except OSError as error:
+            raise RouterCommandError(f"cannot start the router: {error}") from None
+        try:
+            yield manager
+        finally:
+            manager.stop()
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Configuration file [default: $AI_PROVIDER_CONFIG_PATH, config/ai_providers.yaml, "
+    "conf/ai_providers.yaml].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Log verbosity (logs go to stderr).",
+)
+@click.version_option(version=__version__, prog_name="router")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+    """Route chat requests to Anthropic, OpenAI and Gemini as one dependable service."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = State(config_path)
+
+
+# --- generate --------------------------------------------------------------------------------
+
+
+def _load_tools(path: str | None) -> list[Any]:
+    if path is None:
+        return []
+    from pydantic import ValidationError
+
+    from router.models import MCPTool
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as error:
+        raise RouterCommandError(f"--tools: cannot read {path}: {error.strerror}", 2) from None
+    except ValueError as error:
+        raise RouterCommandError(f"--tools: {path} is not valid JSON: {error}", 2) from None
+    if isinstance(data, dict) and "tools" in data:
+        data = data["tools"]  # a tools/list result
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise RouterCommandError(f"--tools: {path} must hold a tool or a list of tools", 2)
+    tools = []
+    for index, item in enumerate(data):
+        try:
+            tools.append(MCPTool.model_validate(item))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise RouterCommandError(
+                f"--tools: tool #{index} in {path}: {where}: {first['msg']}", 2
+            ) from None
+    return tools
+
+
+def _summary(response: Any) -> str:
+    usage = response.usage
+    return (
+        f"provider={response.provider_name} model={response.model} "
+        f"tokens={usage.input_tokens}+{usage.output_tokens} cost={_money(response.cost)} "
+        f"latency={response.latency_ms:.0f}ms"
+    )
+
+
+def _response_json(response: Any) -> dict[str, Any]:
+    return response.model_dump(mode="json", exclude={"raw"})
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--model", default=None, help="Model id, model group alias, or provider/model.")
+@click.option(
+    "--strategy",
+    type=click.Choice(
+        ["cost", "priority", "capability_based", "load_balanced", "failover", "round_robin"]
+    ),
+    default=None,
+    help="Provider selection strategy [default: from the configuration].",
+)
+@click.option("--system", default=None, help="A system prompt.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--temperature", type=click.FloatRange(0, 2), default=None)
+@click.option(
+    "--tools",
+    "tools_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON file with MCP tool definitions (a list, or a tools/list result).",
+)
+@click.option("--stream/--no-stream", default=False, help="Print tokens as they arrive.")
+@click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
+@click.pass_obj
+def generate(
+    state: State,
+    prompt: str,
+    model: str | None,
+    strategy: str | None,
+    system: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    tools_file: str | None,
+    stream: bool,
+    as_json: bool,
+) -> None:
+    """Send PROMPT and print the answer (details on stderr)."""
+    from router.errors import RouterError
+    from router.manager import coerce_request
+
+    tools = _load_tools(tools_file)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    body: dict[str, Any] = {"model": model, "messages": messages, "tools": tools}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if temperature is not None:
+        body["temperature"] = temperature
+    try:
+        request = coerce_request(body)
+    except RouterError as error:
+        raise _fail(error) from None
+    with state.manager() as manager:
+        try:
+            if stream:
+                response = _stream_to_terminal(manager, request, strategy, as_json)
+            else:
+                response = manager.process_request(request, strategy=strategy)
+        except RouterError as error:
+            raise _fail(error) from None
+    if as_json:
+        _emit_json(_response_json(response))
+    else:
+        if not stream:
+            if response.content:
+                click.echo(response.content)
+            for call in response.tool_calls:
+                click.echo(f"[tool call] {call.name}({json.dumps(call.arguments)})")
+    click.echo(_summary(response), err=True)
+
+
+def _stream_to_terminal(manager: Any, request: Any, strategy: str | None, as_json: bool) -> Any:
+    from router.errors import RouterError
+
+    stream = manager.stream_request(request, strategy=strategy)
+    with stream:
+        for chunk in stream:
+            if chunk.error:
+                if not as_json:
+                    click.echo("")
+                raise RouterError(f"stream failed: {chunk.error}")
+            if chunk.content and not as_json:
+                click.echo(chunk.content, nl=False)
+                sys.stdout.flush()
+        if not as_json:
+            click.echo("")
+        response = stream.future.get(timeout=5)
+    if not as_json:
+        for call in response.tool_calls:
+            click.echo(f"[tool call] {call.name}({json.dumps(call.arguments)})")
+    return response
+
+
+# --- status, recommend, budget, models ------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(state: State, as_json: bool) -> None:
+    """Show each provider's health, circuit, latency, in-flight requests and spend."""
+    with state.manager() as manager:
+        health = manager.provider_health()
+        budget = manager.get_budget_status()
+    spend = budget.get("providers", {})
+    if as_json:
+        _emit_json(
+            {
+                "providers": {
+                    name: {**snap.to_dict(), **spend.get(name, {})} for name, snap in health.items()
+                },
+                "spent_today": budget.get("spent_today", 0.0),
+                "spent_month": budget.get("spent_month", 0.0),
+            }
+        )
+        return
+    rows = []
+    for name, snap in health.items():
+        money = spend.get(name, {})
+        status_text = snap.status.value + (
+            f" ({snap.disabled_reason})" if snap.disabled_reason else ""
+        )
+        rows.append(
+            [
+                name,
+                status_text,
+                snap.circuit_state,
+                f"{snap.uptime_percentage:.1f}%",
+                f"{snap.p50_latency_ms:.0f}/{snap.p95_latency_ms:.0f}ms",
+                str(snap.in_flight),
+                _money(money.get("spent_today", 0.0)),
+                _money(money.get("spent_month", 0.0)),
+            ]
+        )
+    click.echo(
+        _table(
+            rows,
+            ["provider", "status", "circuit", "uptime", "p50/p95", "in-flight", "today", "month"],
+        )
+    )
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--model", default=None, help="Model id or model group alias.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def recommend(state: State, prompt: str, model: str | None, max_tokens: int | None, as_json: bool):
+    """Estimate the cost of PROMPT on every candidate, with health."""
+    from router.errors import RouterError
+
+    request = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    if max_tokens is not None:
+        request["max_tokens"] = max_tokens
+    with state.manager() as manager:
+        try:
+            recommendations = manager.get_cost_recommendations(request)
+        except RouterError as error:
+            raise _fail(error) from None
+    if as_json:
+        _emit_json(recommendations)
+        return
+    rows = [
+        [
+            key,
+            _money(rec["estimated_cost"]),
+            f"{rec['health_score']:.0f}",
+            rec["status"],
+            "yes" if rec["available"] else f"no ({rec['reason']})",
+        ]
+        for key, rec in recommendations.items()
+    ]
+    click.echo(_table(rows, ["candidate", "worst-case cost", "health", "status", "available"]))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def budget(state: State, as_json: bool) -> None:
+    """Show each budget: spent, reserved, limit, percentage, and alerts."""
+    with state.manager() as manager:
+        data = manager.get_budget_status()
+    if as_json:
+        _emit_json(data)
+        return
+    rows = [
+        [
+            b["budget"],
+            b["scope"] + (f":{b['provider']}" if b.get("provider") else ""),
+            b["period"],
+            _money(b["spent"]),
+            _money(b["reserved"]),
+            _money(b["limit"]),
+            f"{b['percentage']:.1f}%",
+        ]
+        for b in data["budgets"]
+    ]
+    if rows:
+        click.echo(
+            _table(rows, ["budget", "scope", "period", "spent", "reserved", "limit", "used"])
+        )
+    else:
+        click.echo("no budgets configured")
+    click.echo(
+        f"spent today {_money(data['spent_today'])}, this month {_money(data['spent_month'])}"
+    )
+    for alert in data.get("alerts", []):
+        click.echo(
+            f"alert: {alert['budget_name']} reached {alert['percentage']:.1f}% "
+            f"(threshold {alert['threshold']:.0%}) in {alert['period']}"
+        )
+
+
+@cli.command()
+@click.option("--provider", type=click.Choice(["openai", "anthropic", "google"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def models(state: State, provider: str | None, as_json: bool) -> None:
+    """List the model catalog with prices (USD per million tokens) and capabilities."""
+    from router.catalog import load_catalog
+    from router.errors import RouterError
+
+    override = None
+    if state.config_path is not None:
+        override = state.config().catalog
+    try:
+        catalog = load_catalog(override)
+    except RouterError as error:
+        raise _fail(error) from None
+    entries = [m for m in catalog if provider is None or m.provider.value == provider]
+    entries.sort(key=lambda m: (m.provider.value, m.id))
+    if as_json:
+        _emit_json(
+            {
+                "prices_as_of": catalog.prices_as_of,
+                "models": [
+                    {
+                        "id": m.id,
+                        "provider": m.provider.value,
+                        "input_price": m.input_price,
+                        "output_price": m.output_price,
+                        "cached_input_price": m.cached_input_price,
+                        "context_window": m.context_window,
+                        "max_output_tokens": m.max_output_tokens,
+                        "capabilities": sorted(c.value for c in m.capabilities),
+                        "tier": m.tier,
+                    }
+                    for m in entries
+                ],
+            }
+        )
+        return
+    rows = [
+        [
+            m.id,
+            m.provider.value,
+            f"{m.input_price:g}",
+            f"{m.output_price:g}",
+            f"{m.cached_input_price:g}",
+            f"{m.context_window:,}",
+            m.tier,
+            ",".join(sorted(c.value for c in m.capabilities)),
+        ]
+        for m in entries
+    ]
+    click.echo(
+        _table(
+            rows,
+            [
+                "model",
+                "provider",
+                "in $/M",
+                "out $/M",
+                "cached $/M",
+                "context",
+                "tier",
+                "capabilities",
+            ],
+        )
+    )
+    click.echo(f"prices as of {catalog.prices_as_of}")
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Inspect configuration."""
+
+
+@config.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def config_check(state: State, file: str | None, as_json: bool) -> None:
+    """Validate FILE (default: the --config file) and explain what it sets up."""
+    from router.config import load_config
+    from router.errors import RouterError
+
+    try:
+        cfg = load_config(file or state.config_path)
+    except RouterError as error:
+        if as_json:
+            _emit_json({"valid": False, "errors": str(error).splitlines()})
+            raise SystemExit(1) from None
+        click.echo(f"router: error: {error}", err=True)
+        raise SystemExit(1) from None
+    providers = [
+        {
+            "name": p.name,
+            "type": p.type.value,
+            "usable": p.disabled_reason is None,
+            "reason": p.disabled_reason,
+            "priority": p.priority,
+            "base_url": p.base_url,
+            "models": list(p.models),
+        }
+        for p in cfg.providers
+    ]
+    budgets = [
+        {
+            "name": b.name,
+            "daily_limit": b.daily_limit,
+            "monthly_limit": b.monthly_limit,
+            "provider_limits": dict(b.provider_limits),
+            "enabled": b.enabled,
+        }
+        for b in cfg.budgets
+    ]
+    if as_json:
+        _emit_json(
+            {
+                "valid": True,
+                "source": cfg.source,
+                "providers": providers,
+                "budgets": budgets,
+                "default_strategy": cfg.default_strategy,
+                "model_groups": sorted(cfg.model_groups),
+                "ledger": cfg.ledger.type,
+            }
+        )
+        return
+    click.echo(f"{cfg.source}: valid")
+    for p in providers:
+        state_text = "usable" if p["usable"] else f"disabled: {p['reason']}"
+        click.echo(f"  provider {p['name']} ({p['type']}, priority {p['priority']}): {state_text}")
+    for b in budgets:
+        limits = ", ".join(
+            f"{k} ${v:g}"
+            for k, v in (("daily", b["daily_limit"]), ("monthly", b["monthly_limit"]))
+            if v is not None
+        )
+        click.echo(f"  budget {b['name']}: {limits or 'provider limits only'}")
+    click.echo(f"  default strategy: {cfg.default_strategy}; ledger: {cfg.ledger.type}")
+    if not any(p["usable"] for p in providers):
+        click.echo("  warning: no provider is usable (set the API key variables)", err=True)
+
+
+# --- serve, emulate, demo --------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 512), default=8, show_default=True)
+@click.option(
+    "--auth-token",
+    envvar="ROUTER_AUTH_TOKEN",
+    default=None,
+    help="Require this bearer token on every endpoint [env ROUTER_AUTH_TOKEN].",
+)
+@click.option(
+    "--configure-token",
+    envvar="ROUTER_CONFIGURE_TOKEN",
+    default=None,
+    help="Bearer token for /ai/configure; disabled when unset [env ROUTER_CONFIGURE_TOKEN].",
+)
+@click.pass_obj
+def serve(
+    state: State,
+    host: str,
+    port: int,
+    threads: int,
+    auth_token: str | None,
+    configure_token: str | None,
+) -> None:
+    """Serve the HTTP bridge (seed endpoints + OpenAI-compatible) until interrupted."""
+    try:
+        from router.server import serve as run_server
+    except ImportError as error:
+        raise RouterCommandError(
+            f"the bridge needs its extra: pip install 'router[server]' ({error.name} missing)"
+        ) from None
+    with state.manager() as manager:
+        try:
+            run_server(
+                manager,
+                host=host,
+                port=port,
+                threads=threads,
+                auth_token=auth_token,
+                configure_token=configure_token,
+                ready=lambda url: click.echo(f"router bridge listening on {url}", err=True),
+            )
+        except OSError as error:
+            raise RouterCommandError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="0 picks a free port.",
+)
+@click.option(
+    "--config",
+    "faults",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Emulator configuration (faults, pacing, keys) as YAML.",
+)
+def emulate(host: str, port: int, faults: str | None) -> None:
+    """Run the local provider emulator (OpenAI, Anthropic, Gemini) until interrupted."""
+    from router.emulator import serve_forever
+
+    def ready(url: str) -> None:
+        click.echo(url)
+        sys.stdout.flush()
+
+    try:
+        serve_forever(host, port, faults, ready=ready)
+    except OSError as error:
+        raise RouterCommandError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    except ValueError as error:
+        raise RouterCommandError(f"emulator configuration: {error}", EXIT_CONFIG) from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def demo(as_json: bool) -> None:
+    """Show the router working end to end on the built-in emulator (no keys, no network)."""
+    from router.demo import run_demo
+
+    # The demo narrates alerts and failovers itself; keep routine warnings out of its output.
+    router_logger = logging.getLogger("router")
+    if router_logger.getEffectiveLevel() == logging.WARNING:
+        router_logger.setLevel(logging.ERROR)
+    results = run_demo(None if as_json else sys.stdout)
+    if as_json:
+        _emit_json(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    try:
+        cli.main(args=argv, prog_name="router", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("router: interrupted", err=True)
+        return 130
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
