@@ -165,7 +165,9 @@ class Message(BaseModel):
             if not self.tool_call_id:
                 raise ValueError("a 'tool' message needs 'tool_call_id'")
         elif self.tool_call_id is not None:
-            raise ValueError(f"'tool_call_id' is only allowed on 'tool' messages, not '{self.role}'")
+            raise ValueError(
+                f"'tool_call_id' is only allowed on 'tool' messages, not '{self.role}'"
+            )
         if self.tool_calls and self.role != "assistant":
             raise ValueError("'tool_calls' is only allowed on 'assistant' messages")
         if self.role in ("system", "developer", "user") and self.content is None:
