@@ -49,6 +49,7 @@ class AttemptContext:
     client: HttpClient
     base_url: str
     keep_raw: bool = False
+    audit: Any = None  # router.audit.AuditLog when the configuration opts in
 
 
 def _tell(ref: Any, message: Any) -> None:
@@ -149,6 +150,8 @@ def run_attempt(
         ),
     )
     job.resolve(result)
+    if ctx.audit is not None:
+        ctx.audit.write(job.id, job.request, result)
     _tell(provider_ref, Outcome(attempt, result, None, latency))
 
 
@@ -237,6 +240,8 @@ def _run_stream(
             ),
         )
         job.resolve(result, final)
+        if ctx.audit is not None:
+            ctx.audit.write(job.id, job.request, result)
         _tell(provider_ref, Outcome(attempt, result, None, latency))
         return
 

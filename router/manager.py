@@ -169,6 +169,7 @@ class AIProviderManager:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._clients: dict[str, HttpClient] = {}
         self._expire_timer: Any = None
+        self._audit: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -190,6 +191,10 @@ class AIProviderManager:
             catalog = self.catalog
             planner = Planner(self.config, catalog)
             store = self._ledger if self._ledger is not None else open_ledger(self.config.ledger)
+            if self.config.audit_log:
+                from router.audit import AuditLog
+
+                self._audit = AuditLog(self.config.audit_log)
             self._scheduler = Scheduler().start()
             try:
                 self._start_actors(planner, store)
@@ -231,6 +236,7 @@ class AIProviderManager:
                 client=client,
                 base_url=(provider.base_url or adapter.default_base_url).rstrip("/"),
                 keep_raw=self._keep_raw,
+                audit=self._audit,
             )
             self._clients[provider.name] = client
             self._executors[provider.name] = executor
@@ -292,6 +298,9 @@ class AIProviderManager:
             client.close()
         if self._scheduler is not None:
             self._scheduler.stop()
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
         self._providers.clear()
         self._executors.clear()
         self._clients.clear()

@@ -247,3 +247,26 @@ def test_stop_resolves_requests_in_flight_and_leaves_no_actor_thread(make_manage
     assert leftover == []
     with pytest.raises(ManagerStoppedError):
         manager.submit(ask())
+
+
+def test_content_is_stored_only_in_the_opt_in_audit_log(make_manager, emulator, tmp_path):
+    import json
+
+    quiet = make_manager(
+        router_config(emulator, ledger={"type": "sqlite", "path": str(tmp_path / "a.db")})
+    )
+    quiet.process_request(ask("secret plans for tuesday", model="gpt-4o-mini"))
+    quiet.stop()
+    assert b"secret plans" not in (tmp_path / "a.db").read_bytes()
+    audit = tmp_path / "audit.jsonl"
+    manager = make_manager(router_config(emulator, audit_log=str(audit)))
+    manager.process_request(ask("audited question", model="gpt-4o-mini"))
+    for _ in manager.stream_request(ask("audited stream", model="claude-3-haiku-20240307")):
+        pass
+    manager.stop()
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [line["messages"][0]["content"] for line in lines] == [
+        "audited question",
+        "audited stream",
+    ]
+    assert all(line["content"] and line["cost"] > 0 for line in lines)
