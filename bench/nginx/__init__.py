@@ -1,0 +1,1 @@
+"""The benchmark nginx: config template, fixed bodies, start/stop (nginx.py)."""
