@@ -17,6 +17,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,20 +73,47 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: _Emulator) -> None:
         self.app = app
         self._open: set[socket.socket] = set()
+        self._conn_threads: set[threading.Thread] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        # Track here (in the accept loop) rather than in the handler thread, so stop() can
-        # never miss a connection whose thread has not started yet.
+        # Track sockets and threads here (in the accept loop) rather than in the handler
+        # thread, so stop() can never miss a connection whose thread has not started yet.
+        # socketserver itself does not track daemon threads, so we keep our own set.
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="emulator-connection",
+            daemon=True,
+        )
         with self._open_lock:
             self._open.add(request)
-        super().process_request(request, client_address)
+            self._conn_threads.add(thread)
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._conn_threads.discard(threading.current_thread())
 
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
             self._open.discard(request)
         super().shutdown_request(request)
+
+    def join_threads(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._open_lock:
+            threads = list(self._conn_threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            logger.warning(
+                "emulator: %d connection threads did not stop", sum(t.is_alive() for t in threads)
+            )
 
     def close_connections(self) -> None:
         with self._open_lock:
@@ -511,7 +539,8 @@ class EmulatorServer:
         self._app.stopping.set()
         httpd.shutdown()
         httpd.close_connections()
-        httpd.server_close()  # closes the listener and joins the handler threads
+        httpd.server_close()
+        httpd.join_threads(timeout=10.0)
         if self._thread is not None:
             self._thread.join()
             self._thread = None
