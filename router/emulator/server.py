@@ -339,7 +339,14 @@ class _Emulator:
         error_after: int | None,
         proto: Any,
     ) -> None:
-        _write_head(h, plan.status, plan.headers + [("Transfer-Encoding", "chunked")])
+        # HTTP/1.0 clients cannot take chunked bodies: they get the raw events and a close.
+        chunked = h.request_version != "HTTP/1.0"
+        if chunked:
+            _write_head(h, plan.status, plan.headers + [("Transfer-Encoding", "chunked")])
+        else:
+            h.close_connection = True
+            _write_head(h, plan.status, plan.headers)
+        write = _write_chunk if chunked else _write_raw
         for sent, event in enumerate(plan.events):
             if cut_after is not None and sent >= cut_after:
                 # End the connection without the terminating chunk: an incomplete body.
@@ -347,12 +354,13 @@ class _Emulator:
                 h.connection.shutdown(socket.SHUT_RDWR)
                 return
             if error_after is not None and sent >= error_after:
-                _write_chunk(h, proto.stream_error_event())
+                write(h, proto.stream_error_event())
                 break
             if event.paced and token_delay > 0:
                 self._wait(token_delay)
-            _write_chunk(h, event.data)
-        h.wfile.write(b"0\r\n\r\n")
+            write(h, event.data)
+        if chunked:
+            h.wfile.write(b"0\r\n\r\n")
 
     # -- control endpoints -------------------------------------------------------------------
     def _control(self, h: _Handler, method: str, path: str, body: bytes) -> None:
@@ -461,6 +469,10 @@ def _write_head(h: _Handler, status: int, headers: list[tuple[str, str]]) -> Non
 
 def _write_chunk(h: _Handler, data: bytes) -> None:
     h.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+
+def _write_raw(h: _Handler, data: bytes) -> None:
+    h.wfile.write(data)
 
 
 def _send(h: _Handler, reply: Reply) -> None:
