@@ -1,0 +1,560 @@
+"""OpenAI chat-completions wire format for the bridge: pure translation, no I/O.
+
+``POST /v1/chat/completions`` bodies become an :class:`~router.models.AIRequest` (plus the
+router's own options), and answers go back as ``chat.completion`` objects or
+``chat.completion.chunk`` events exactly as OpenAI sends them, so the official SDK and any
+other OpenAI client work against the bridge unchanged.
+
+Every problem with a body is a :class:`BodyError` naming the offending field the way OpenAI
+names it (``messages[2].content[0].type``); the bridge turns it into a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from router.errors import InvalidRequestError
+from router.models import AIRequest, AIResponse, Message, StreamChunk, Usage
+
+__all__ = [
+    "BodyError",
+    "ChatOptions",
+    "ChatStreamTranslator",
+    "chat_request",
+    "completion_body",
+    "field_path",
+    "model_entry",
+    "new_completion_id",
+    "usage_body",
+    "validation_error",
+]
+
+
+class BodyError(InvalidRequestError):
+    """A request body field is missing or wrong; ``param`` names it (used by every endpoint)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["type"] = "InvalidRequestError"  # callers need not know the bridge's subclass
+        if self.param:
+            out["field"] = self.param
+        return out
+
+
+def field_path(loc: Iterable[int | str]) -> str:
+    """``("messages", 0, "content")`` -> ``"messages[0].content"``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_error(error: ValidationError, prefix: Iterable[int | str] = ()) -> BodyError:
+    """One :class:`BodyError` from pydantic's errors: each problem on its own, field first.
+
+    Only pydantic's ``loc`` and ``msg`` are used, never ``input``, so a rejected value (which
+    might be a key) is never echoed back.
+    """
+    problems = []
+    first: str | None = None
+    for item in error.errors(include_url=False, include_input=False):
+        # Union members add their type name to the location; it means nothing to a caller.
+        loc = [p for p in item.get("loc", ()) if not _is_type_tag(p)]
+        path = field_path([*prefix, *loc])
+        first = first or path or None
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(f"{path}: {message}" if path else message)
+    return BodyError("; ".join(problems) or "invalid request body", first)
+
+
+def _is_type_tag(part: int | str) -> bool:
+    return isinstance(part, str) and (
+        part in ("str", "list", "dict", "int", "float", "bool") or part[:1].isupper() or "[" in part
+    )
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """What a chat-completions body asks of the router besides the request itself."""
+
+    include_usage: bool = False
+    strategy: str | None = None
+    selection: dict[str, Any] | None = None
+    timeout: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# Parameters OpenAI defines that change nothing the router can honour differently; accepted
+# and dropped so clients that always send them keep working.
+_IGNORED = frozenset(
+    {
+        "user",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "parallel_tool_calls",
+        "store",
+        "service_tier",
+        "reasoning_effort",
+        "prompt_cache_key",
+        "safety_identifier",
+        "verbosity",
+    }
+)
+# Parameters OpenAI defines that would change the answer in a way the router cannot provide.
+_UNSUPPORTED = {
+    "functions": "legacy 'functions' are not supported; send 'tools' instead",
+    "function_call": "legacy 'function_call' is not supported; send 'tool_choice' instead",
+    "audio": "audio output is not supported by the router",
+    "prediction": "predicted outputs are not supported by the router",
+    "web_search_options": "web search is not supported by the router",
+}
+# The router's own options, sent by OpenAI clients as extra body fields.
+_ROUTER_FIELDS = frozenset({"strategy", "selection", "timeout", "budget_limit"})
+_KNOWN = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "stream",
+        "stream_options",
+        "metadata",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "modalities",
+        "response_format",
+    }
+)
+
+
+def chat_request(body: Mapping[str, Any]) -> tuple[AIRequest, ChatOptions]:
+    """Translate a chat-completions body; :class:`BodyError` names the first wrong field."""
+    for key in body:
+        if key in _UNSUPPORTED:
+            raise BodyError(_UNSUPPORTED[key], key)
+        if key not in _KNOWN and key not in _IGNORED and key not in _ROUTER_FIELDS:
+            raise BodyError(f"unrecognized request argument supplied: {key}", key)
+    _check_single_choice(body)
+    request: dict[str, Any] = {"messages": _messages(body.get("messages"))}
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BodyError("'model' must be a string", "model")
+    request["model"] = model or None
+    if body.get("tools") is not None:
+        request["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        request["tool_choice"] = _tool_choice(body["tool_choice"])
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is not None:
+        request["max_tokens"] = _strict_int(
+            max_tokens,
+            "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens",
+        )
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            request[name] = _number(body[name], name)
+    if body.get("stop") is not None:
+        request["stop"] = _stop(body["stop"])
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise BodyError("'stream' must be true or false", "stream")
+    request["stream"] = bool(stream)
+    if body.get("metadata") is not None:
+        if not isinstance(body["metadata"], dict):
+            raise BodyError("'metadata' must be an object", "metadata")
+        request["metadata"] = body["metadata"]
+    if body.get("budget_limit") is not None:
+        request["budget_limit"] = _number(body["budget_limit"], "budget_limit")
+    try:
+        ai_request = AIRequest.model_validate(request)
+    except ValidationError as error:
+        raise validation_error(error) from None
+    return ai_request, _options(body, bool(stream))
+
+
+def _check_single_choice(body: Mapping[str, Any]) -> None:
+    if body.get("n") not in (None, 1):
+        raise BodyError("only n=1 is supported", "n")
+    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") not in (None, 0):
+        raise BodyError("logprobs are not supported by the router", "logprobs")
+    modalities = body.get("modalities")
+    if modalities is not None and list(modalities) != ["text"]:
+        raise BodyError("only the 'text' modality is supported", "modalities")
+    response_format = body.get("response_format")
+    if response_format is not None and (
+        not isinstance(response_format, dict) or response_format.get("type") != "text"
+    ):
+        raise BodyError(
+            "response_format other than {'type': 'text'} is not supported by the router",
+            "response_format",
+        )
+
+
+def _options(body: Mapping[str, Any], stream: bool) -> ChatOptions:
+    include_usage = False
+    stream_options = body.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise BodyError("'stream_options' must be an object", "stream_options")
+        if not stream:
+            raise BodyError(
+                "'stream_options' is only allowed when 'stream' is true", "stream_options"
+            )
+        include_usage = stream_options.get("include_usage", False)
+        if not isinstance(include_usage, bool):
+            raise BodyError("must be true or false", "stream_options.include_usage")
+    strategy = body.get("strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        raise BodyError("'strategy' must be a string", "strategy")
+    selection = body.get("selection")
+    if selection is not None and not isinstance(selection, dict):
+        raise BodyError("'selection' must be an object", "selection")
+    timeout = body.get("timeout")
+    if timeout is not None:
+        timeout = _number(timeout, "timeout")
+        if timeout <= 0:
+            raise BodyError("'timeout' must be greater than 0", "timeout")
+    return ChatOptions(
+        include_usage=include_usage, strategy=strategy, selection=selection, timeout=timeout
+    )
+
+
+def _strict_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BodyError(f"'{name}' must be an integer", name)
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BodyError(f"'{name}' must be a number", name)
+    return float(value)
+
+
+def _stop(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(s, str) for s in value) and len(value) <= 4:
+        return tuple(value)
+    raise BodyError("'stop' must be a string or a list of up to 4 strings", "stop")
+
+
+# --- messages ------------------------------------------------------------------------------
+
+# Fields of OpenAI's own response message that clients send back verbatim with the next turn.
+_ECHOED_NULLS = ("refusal", "audio", "function_call", "annotations")
+
+
+def _messages(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise BodyError("'messages' must be a non-empty list of messages", "messages")
+    return [_message(item, f"messages[{i}]") for i, item in enumerate(value)]
+
+
+def _message(item: Any, where: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise BodyError(f"{where} must be an object", where)
+    message = dict(item)
+    role = message.get("role")
+    if role == "function":
+        raise BodyError(
+            f"{where}: legacy 'function' messages are not supported; use 'tool' messages",
+            f"{where}.role",
+        )
+    if message.get("function_call") is not None:
+        raise BodyError(
+            f"{where}: legacy 'function_call' is not supported; use 'tool_calls'",
+            f"{where}.function_call",
+        )
+    if message.get("audio") is not None:
+        raise BodyError(f"{where}: audio messages are not supported", f"{where}.audio")
+    for key in _ECHOED_NULLS:
+        message.pop(key, None)  # a refusal string carries nothing the next turn needs
+    if message.get("name") is None:
+        message.pop("name", None)
+    if message.get("tool_calls") == []:
+        message.pop("tool_calls")  # some clients send an empty list on plain answers
+    content = message.get("content")
+    if isinstance(content, list):
+        parts = [_part(part, f"{where}.content[{j}]") for j, part in enumerate(content)]
+        parts = [p for p in parts if p is not None]
+        if role == "tool" or all(p["type"] == "text" for p in parts):
+            # Tool results and text-only lists are plain text to every provider.
+            message["content"] = "".join(p["text"] for p in parts)
+        else:
+            message["content"] = parts
+    if message.get("tool_calls") is not None:
+        calls = message["tool_calls"]
+        if not isinstance(calls, list):
+            raise BodyError(f"{where}.tool_calls must be a list", f"{where}.tool_calls")
+        message["tool_calls"] = [
+            _tool_call(call, f"{where}.tool_calls[{k}]") for k, call in enumerate(calls)
+        ]
+    try:
+        Message.model_validate(message)
+    except ValidationError as error:
+        raise validation_error(error, _loc(where)) from None
+    return message
+
+
+def _loc(where: str) -> list[int | str]:
+    # "messages[3]" -> ["messages", 3]
+    name, _, rest = where.partition("[")
+    return [name, int(rest.rstrip("]"))] if rest else [name]
+
+
+def _part(part: Any, where: str) -> dict[str, Any] | None:
+    if not isinstance(part, dict):
+        raise BodyError(f"{where} must be an object", where)
+    kind = part.get("type")
+    if kind == "text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise BodyError(f"{where}.text must be a string", f"{where}.text")
+        return {"type": "text", "text": text}
+    if kind == "image_url":
+        image = part.get("image_url")
+        if isinstance(image, str):
+            image = {"url": image}
+        if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+            raise BodyError(f"{where}.image_url must be an object with a 'url'", where)
+        out = {"url": image["url"]}
+        if image.get("detail") is not None:
+            out["detail"] = image["detail"]
+        return {"type": "image_url", "image_url": out}
+    if kind == "refusal":
+        return None
+    raise BodyError(f"{where}.type '{kind}' is not supported (text and image_url are)", where)
+
+
+def _tool_call(call: Any, where: str) -> dict[str, Any]:
+    if not isinstance(call, dict):
+        raise BodyError(f"{where} must be an object", where)
+    function = call.get("function")
+    if not isinstance(function, dict):
+        raise BodyError(f"{where}.function must be an object", f"{where}.function")
+    out: dict[str, Any] = {
+        "id": call.get("id"),
+        "type": call.get("type", "function"),
+        "function": {"name": function.get("name"), "arguments": function.get("arguments", "{}")},
+    }
+    if call.get("provider_data") is not None:
+        out["provider_data"] = call["provider_data"]
+    return out
+
+
+# --- tools ---------------------------------------------------------------------------------
+
+
+def _tools(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise BodyError("'tools' must be a list", "tools")
+    tools = []
+    for i, tool in enumerate(value):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise BodyError(f"{where}: only tools of type 'function' are supported", where)
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise BodyError(f"{where}.function must be an object", f"{where}.function")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise BodyError(f"{where}.function.name must be a non-empty string", where)
+        parameters = function.get("parameters")
+        if parameters is None:
+            parameters = {"type": "object", "properties": {}}
+        if not isinstance(parameters, dict):
+            raise BodyError(
+                f"{where}.function.parameters must be a JSON Schema object",
+                f"{where}.function.parameters",
+            )
+        tools.append(
+            {
+                "name": name,
+                "description": function.get("description") or "",
+                "inputSchema": parameters,
+            }
+        )
+    return tools
+
+
+def _tool_choice(value: Any) -> str:
+    if value in ("auto", "none", "required"):
+        return value
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = (value.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            return name
+    raise BodyError(
+        "'tool_choice' must be 'auto', 'none', 'required' or "
+        "{'type': 'function', 'function': {'name': ...}}",
+        "tool_choice",
+    )
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+def new_completion_id() -> str:
+    """An id in OpenAI's ``chatcmpl-...`` shape."""
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def usage_body(usage: Usage | None) -> dict[str, Any]:
+    """OpenAI's ``usage`` object from the router's :class:`~router.models.Usage`."""
+    usage = usage or Usage()
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens or usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+    }
+
+
+def completion_body(
+    response: AIResponse, *, completion_id: str | None = None, created: int | None = None
+) -> dict[str, Any]:
+    """A ``chat.completion`` object for one answer."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        # OpenAI sends null content next to tool calls and "" never; keep that shape.
+        "content": response.content or (None if response.tool_calls else ""),
+        "refusal": None,
+    }
+    if response.tool_calls:
+        message["tool_calls"] = []
+        for call in response.tool_calls:
+            entry: dict[str, Any] = {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "arguments": json.dumps(call.arguments, ensure_ascii=False),
+                },
+            }
+            if call.provider_data:
+                # Provider-opaque values (Gemini's thoughtSignature) must come back unchanged.
+                entry["provider_data"] = call.provider_data
+            message["tool_calls"].append(entry)
+    if response.provider_data:
+        message["provider_data"] = response.provider_data
+    finish = response.finish_reason if response.finish_reason != "error" else "stop"
+    return {
+        "id": completion_id or new_completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": response.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": usage_body(response.usage),
+        "system_fingerprint": None,
+    }
+
+
+class ChatStreamTranslator:
+    """Turns the router's ``StreamChunk``s into ``chat.completion.chunk`` objects.
+
+    The first object carries ``delta.role``; content and tool-call pieces follow as they come;
+    the final one carries ``finish_reason``, then (with ``include_usage``) a usage object with
+    ``choices: []``. The caller sends ``data: [DONE]`` after :meth:`translate` returns the
+    final objects, or an error object when the chunk is an error chunk.
+    """
+
+    def __init__(
+        self,
+        *,
+        include_usage: bool = False,
+        completion_id: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        self.completion_id = completion_id or new_completion_id()
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        # The requested name until a chunk says which model serves (the final one does).
+        self.model = model or ""
+        self._model_known = False
+        self._started = False
+        self._tool_ids: dict[int, str] = {}
+
+    def _object(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            out["usage"] = None  # as OpenAI does on every chunk but the usage one
+        return out
+
+    def translate(self, chunk: StreamChunk) -> list[dict[str, Any]]:
+        """The chunk objects for one router chunk (error chunks are the caller's business)."""
+        if chunk.model and not self._model_known:
+            self.model, self._model_known = chunk.model, True
+        out: list[dict[str, Any]] = []
+        if not self._started:
+            self._started = True
+            out.append(self._object({"role": "assistant", "content": ""}))
+        if chunk.content:
+            out.append(self._object({"content": chunk.content}))
+        if chunk.tool_call_deltas:
+            out.append(
+                self._object({"tool_calls": [self._tool_delta(d) for d in chunk.tool_call_deltas]})
+            )
+        if chunk.is_complete and chunk.error is None:
+            finish = chunk.finish_reason if chunk.finish_reason not in (None, "error") else "stop"
+            out.append(self._object({}, finish))
+            if self.include_usage:
+                usage = self._object({})
+                usage["choices"] = []
+                usage["usage"] = usage_body(chunk.usage)
+                out.append(usage)
+        return out
+
+    def _tool_delta(self, delta: Any) -> dict[str, Any]:
+        entry: dict[str, Any] = {"index": delta.index}
+        function: dict[str, Any] = {}
+        if delta.index not in self._tool_ids:
+            # OpenAI names id, type and function name once, on a call's first delta.
+            call_id = delta.id or "call_" + uuid.uuid4().hex[:24]
+            self._tool_ids[delta.index] = call_id
+            entry["id"] = call_id
+            entry["type"] = "function"
+            function["name"] = delta.name or ""
+        elif delta.name:
+            function["name"] = delta.name
+        function["arguments"] = delta.arguments or ""
+        entry["function"] = function
+        if delta.provider_data:
+            entry["provider_data"] = delta.provider_data
+        return entry
+
+
+def model_entry(model_id: str, owned_by: str, created: int) -> dict[str, Any]:
+    """One entry of ``GET /v1/models``."""
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
