@@ -37,11 +37,27 @@ def snap(name: str, **overrides) -> HealthSnapshot:
     return HealthSnapshot(**values)
 
 
-A = Candidate("a", "openai", "gpt-4o", 0.03, priority=1, capabilities=frozenset({"text"}), tier="flagship")
-B = Candidate("b", "anthropic", "claude-3-haiku-20240307", 0.001, priority=3,
-              capabilities=frozenset({"text", "tools", "vision"}), tier="fast")
-C = Candidate("c", "google", "gemini-1.5-flash", 0.002, priority=2,
-              capabilities=frozenset({"text", "tools"}), tier="balanced")
+A = Candidate(
+    "a", "openai", "gpt-4o", 0.03, priority=1, capabilities=frozenset({"text"}), tier="flagship"
+)
+B = Candidate(
+    "b",
+    "anthropic",
+    "claude-3-haiku-20240307",
+    0.001,
+    priority=3,
+    capabilities=frozenset({"text", "tools", "vision"}),
+    tier="fast",
+)
+C = Candidate(
+    "c",
+    "google",
+    "gemini-1.5-flash",
+    0.002,
+    priority=2,
+    capabilities=frozenset({"text", "tools"}),
+    tier="balanced",
+)
 UNPRICED = Candidate("d", "openai_compatible", "local-llama", None, priority=9)
 
 
