@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from router.budget import REQUEST_SCOPE, BudgetLimit
 from router.ledger.base import (
+    LedgerStore,
     Refusal,
     UsageRecord,
     check_amount,
@@ -28,7 +29,7 @@ class _Reservation:
     expires_at: float
 
 
-class MemoryLedger:
+class MemoryLedger(LedgerStore):
     """A :class:`~router.ledger.base.LedgerStore` in memory.
 
     A lock makes each call atomic, so a status reader on another thread sees consistent totals

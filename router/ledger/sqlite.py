@@ -24,6 +24,7 @@ from pathlib import Path
 from router.budget import REQUEST_SCOPE, BudgetLimit
 from router.errors import LedgerUnavailableError
 from router.ledger.base import (
+    LedgerStore,
     Refusal,
     UsageRecord,
     check_amount,
@@ -89,7 +90,7 @@ def default_ledger_path() -> Path:
     return Path(state) / "router" / "ledger.sqlite3"
 
 
-class SQLiteLedger:
+class SQLiteLedger(LedgerStore):
     """A :class:`~router.ledger.base.LedgerStore` in an SQLite file (WAL, ``BEGIN IMMEDIATE``).
 
     ``path`` may be ``":memory:"`` (private to this object). Parent directories are created.
