@@ -68,7 +68,7 @@ class BudgetActor(pykka.ThreadingActor):
         self.callbacks = alert_callbacks if alert_callbacks is not None else []
         self.clock = clock
         self.alerts = AlertTracker({b.name: b.alert_thresholds for b in self.budgets})
-        self._reservations: dict[str, tuple[list[BudgetLimit], float]] = {}
+        self._reservations: dict[str, tuple[list[BudgetLimit], list[str]]] = {}
         self._periods: tuple[int, Periods] | None = None
 
     def on_start(self) -> None:
@@ -154,7 +154,7 @@ class BudgetActor(pykka.ThreadingActor):
             )
             message.reply_to.tell(ReservationRefused(attempt.job, candidate, error))
             return
-        self._reservations[rid] = (limits, message.amount)
+        self._reservations[rid] = (limits, keys)
         try:
             message.target.tell(attempt)
         except pykka.ActorDeadError:
@@ -169,8 +169,10 @@ class BudgetActor(pykka.ThreadingActor):
             self._reservations.pop(message.reservation_id, None) if message.reservation_id else None
         )
         if held is not None:
+            # Keys are passed even for a known reservation: if the store expired it meanwhile,
+            # the real cost still lands on the same limits (the store ignores them otherwise).
             limits = held[0]
-            keys = None
+            keys = [limit.key for limit in limits] + held[1]
         else:
             limits, tracking = self._limits_and_keys(record.provider, periods)
             keys = [limit.key for limit in limits] + tracking
