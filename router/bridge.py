@@ -257,7 +257,8 @@ class _Secrets:
     """The keys the bridge knows of, so that none can leak through an error message."""
 
     def __init__(self, manager: Any) -> None:
-        self._values: set[str] = set()
+        # Replaced, never mutated: request threads scrub while /ai/configure adds a key.
+        self._values: frozenset[str] = frozenset()
         for provider in getattr(getattr(manager, "config", None), "providers", ()):
             key = getattr(provider, "api_key", None)
             if key is not None:
@@ -265,7 +266,7 @@ class _Secrets:
 
     def add(self, value: str) -> None:
         if len(value) >= 6:  # shorter strings would redact ordinary words
-            self._values.add(value)
+            self._values = self._values | {value}
 
     def scrub(self, text: str) -> str:
         for value in self._values:

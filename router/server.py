@@ -15,6 +15,7 @@ server is created.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -203,11 +204,18 @@ def serve(
     owns_manager = hasattr(manager_or_app, "stream_request") and not manager_or_app.running
     if owns_manager:
         manager_or_app.start()
+    previous: Any = None
     try:
         server = BridgeServer(manager_or_app, host, port, threads, **create_app_kwargs)
         server._server = server._create()
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (systemd, docker stop) ends the loop like Ctrl-C: connections are
+            # closed and the manager is stopped, so reservations are settled, not lost.
+            previous = signal.signal(signal.SIGTERM, lambda *_: server.stop(timeout=0))
         logger.info("router bridge serving on %s (%d threads)", server.url, threads)
         server.serve_forever()
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if owns_manager:
             manager_or_app.stop()

@@ -341,7 +341,7 @@ def test_an_open_circuit_is_503_with_retry_after(make_manager, emulator):
 
 
 def test_a_request_past_its_timeout_is_504(app, emulator):
-    emulator.set_pacing("openai", ttft=2.0)
+    emulator.set_pacing("openai", ttft=1.0)
     reply = call(app, "POST", "/ai/generate", user(model="gpt-4o-mini", timeout=0.2))
     assert reply.status == 504 and reply.json()["error"]["type"] == "RequestTimeoutError"
 

@@ -291,3 +291,57 @@ def test_server_options_need_a_manager_not_a_ready_app(make_manager):
         assert requests.get(server.url, timeout=5).text == "ok"
     with pytest.raises(TypeError):
         BridgeServer(app, auth_token="x")
+
+
+SERVE_SCRIPT = """
+import logging, sys
+sys.path.insert(0, sys.argv[1])
+from support import router_config
+from router.emulator import EmulatorServer
+from router.manager import AIProviderManager
+from router.server import serve
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+with EmulatorServer() as emulator:
+    manager = AIProviderManager(router_config(emulator))
+    serve(manager, port=0, threads=2, auth_token="")
+    print("manager running after serve:", manager.running, flush=True)
+"""
+
+
+def test_serve_runs_until_sigterm_and_stops_the_manager_it_started(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    tests_dir = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(tests_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_SCRIPT, tests_dir],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        url = None
+        for line in process.stdout:
+            if "serving on " in line:
+                url = line.split("serving on ")[1].split()[0]
+                break
+        assert url and url.startswith("http://127.0.0.1:")
+        reply = requests.post(
+            url + "/ai/generate",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=20)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, rest
+    assert "manager running after serve: False" in rest
+    assert "Traceback" not in rest
