@@ -100,6 +100,18 @@ class HealthTracker:
         self.cost = 0.0
         self.last_error: str | None = None
         self._avg_latency = 0.0
+        # Snapshots are built after every attempt and outcome (the hot path), so the window
+        # aggregates are kept incrementally instead of re-summed / re-sorted each time.
+        self._ok = 0  # True entries in _outcomes
+        self._percentiles: tuple[float, float] | None = (0.0, 0.0)
+
+    def _append_outcome(self, ok: bool) -> None:
+        outcomes = self._outcomes
+        if len(outcomes) == outcomes.maxlen and outcomes[0]:
+            self._ok -= 1  # the oldest entry falls out of the window
+        outcomes.append(ok)
+        if ok:
+            self._ok += 1
 
     def record_success(self, latency_ms: float, input_tokens: int, output_tokens: int, cost: float):
         self.requests += 1
@@ -107,8 +119,9 @@ class HealthTracker:
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.cost += cost
-        self._outcomes.append(True)
+        self._append_outcome(True)
         self._latencies.append(latency_ms)
+        self._percentiles = None  # recomputed on the next snapshot
         # EWMA keeps the average responsive without keeping every sample.
         self._avg_latency = (
             latency_ms if self.successes == 1 else 0.8 * self._avg_latency + 0.2 * latency_ms
@@ -120,7 +133,7 @@ class HealthTracker:
         self.failures += 1
         self.last_error = error
         if provider_side:
-            self._outcomes.append(False)
+            self._append_outcome(False)
 
     def add_partial_usage(self, input_tokens: int, output_tokens: int, cost: float) -> None:
         self.input_tokens += input_tokens
@@ -131,11 +144,13 @@ class HealthTracker:
     def uptime_percentage(self) -> float:
         if not self._outcomes:
             return 100.0
-        return 100.0 * sum(self._outcomes) / len(self._outcomes)
+        return 100.0 * self._ok / len(self._outcomes)
 
     def latency_percentiles(self) -> tuple[float, float]:
-        ordered = sorted(self._latencies)
-        return percentile(ordered, 0.5), percentile(ordered, 0.95)
+        if self._percentiles is None:
+            ordered = sorted(self._latencies)
+            self._percentiles = (percentile(ordered, 0.5), percentile(ordered, 0.95))
+        return self._percentiles
 
     @property
     def avg_latency_ms(self) -> float:
