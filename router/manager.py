@@ -215,8 +215,10 @@ class AIProviderManager:
             provider_types={p.name: p.type.value for p in config.providers},
             alert_callbacks=self._alert_callbacks,
         )
+        # The supervisor's snapshot cache; providers publish into it (see ProviderActor._push).
+        board: dict[str, HealthSnapshot] = {}
         self._supervisor = SupervisorActor.start(
-            planner, has_budgets=has_budgets, clock=self._clock
+            planner, has_budgets=has_budgets, clock=self._clock, snapshots=board
         )
         for provider in config.providers:
             adapter = get_adapter(provider.type)
@@ -248,6 +250,7 @@ class AIProviderManager:
                 self._supervisor,
                 self._budget,
                 clock=self._clock,
+                board=board,
             )
         self._supervisor.ask(("wire", dict(self._providers), self._budget))
         # Snapshots are pushed on start; wait for them so the first request sees real state.

@@ -52,6 +52,7 @@ class SupervisorActor(pykka.ThreadingActor):
         *,
         has_budgets: bool,
         clock: Callable[[], float] = time.monotonic,
+        snapshots: dict[str, HealthSnapshot] | None = None,
     ) -> None:
         super().__init__()
         self.planner = planner
@@ -59,7 +60,10 @@ class SupervisorActor(pykka.ThreadingActor):
         self.clock = clock
         self.providers: dict[str, Any] = {}  # name -> ActorRef, set by the manager at start
         self.budget: Any = None
-        self.snapshots: dict[str, HealthSnapshot] = {}
+        # Provider name -> last pushed snapshot. Providers publish into this dict directly
+        # (given by the manager) or by HealthUpdate; either way only whole immutable
+        # snapshots are stored, so a read never sees a half-updated provider.
+        self.snapshots: dict[str, HealthSnapshot] = snapshots if snapshots is not None else {}
         self.state = StrategyState()
 
     def on_receive(self, message: Any) -> Any:
