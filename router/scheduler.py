@@ -26,11 +26,14 @@ class TimerHandle:
 
     def __init__(self, when: float, callback: Callable[[], object]) -> None:
         self.when = when
-        self.callback = callback
+        self.callback: Callable[[], object] | None = callback
         self.cancelled = False
 
     def cancel(self) -> None:
         self.cancelled = True
+        # Drop the callback now: a cancelled request deadline would otherwise keep its job
+        # (request, response) alive in the heap until the deadline passes.
+        self.callback = None
 
 
 class Scheduler:
@@ -42,6 +45,8 @@ class Scheduler:
         self._counter = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._stopped = False
+        # Heap size that triggers dropping cancelled entries (see call_at).
+        self._compact_at = 1024
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> Scheduler:
@@ -61,6 +66,13 @@ class Scheduler:
                 handle.cancelled = True
                 return handle
             heapq.heappush(self._heap, (when, next(self._counter), handle))
+            if len(self._heap) >= self._compact_at:
+                # Nearly every request deadline is cancelled long before it is due; without
+                # this the heap would grow with the request rate times the timeout.
+                # Amortised O(1): rebuild only when the heap has doubled since the last time.
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+                self._compact_at = max(1024, 2 * len(self._heap))
             # Only wake the thread when the new timer is the earliest one.
             if self._heap[0][2] is handle:
                 self._cond.notify()
@@ -92,7 +104,10 @@ class Scheduler:
                     self._cond.wait(delay)
                 else:
                     return
+            callback = handle.callback  # None if cancelled since it was popped
+            if callback is None:
+                continue
             try:
-                handle.callback()
+                callback()
             except Exception:  # a failing callback must not kill the timer thread
                 logger.exception("scheduled callback failed")
