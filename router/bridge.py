@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -490,7 +491,7 @@ class BridgeApp:
                     "%s %s: %s", request.method, request.path, self._secrets.scrub(message)
                 )
         else:
-            logger.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
+            _log_unexpected(self._secrets, f"{request.method} {request.path}", error)
             status = 500
             router_body = {"type": "InternalError", "message": "internal error; see the server log"}
             param, code, message = None, "internal_error", router_body["message"]
@@ -801,6 +802,13 @@ def _configure_changes(body: Mapping[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def _log_unexpected(secrets: _Secrets, where: str, error: BaseException) -> None:
+    # The frames, and the message scrubbed: an exception's text may quote a key.
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    message = secrets.scrub(f"{type(error).__name__}: {error}")
+    logger.error("unexpected error on %s: %s\n%s", where, message, frames)
+
+
 def _status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
@@ -821,7 +829,7 @@ class _Events:
     """How one face renders chunks and errors as SSE bytes."""
 
     def __init__(self, secrets: _Secrets) -> None:
-        self._secrets = secrets
+        self.secrets = secrets
 
     def chunk(self, chunk: StreamChunk) -> bytes:
         raise NotImplementedError
@@ -831,7 +839,7 @@ class _Events:
 
     def _dumps(self, value: Any, *, scrub: bool = False) -> str:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return self._secrets.scrub(text) if scrub else text
+        return self.secrets.scrub(text) if scrub else text
 
 
 class _GenerateEvents(_Events):
@@ -913,8 +921,8 @@ class _EventStream:
                 )
             except RouterError as error:
                 return self._fail(error.to_dict())
-            except Exception:
-                logger.exception("unexpected error while streaming")
+            except Exception as error:
+                _log_unexpected(self._events.secrets, "a stream", error)
                 return self._fail(
                     {"type": "InternalError", "message": "internal error; see the server log"}
                 )

@@ -364,7 +364,8 @@ def test_an_unexpected_exception_is_a_generic_500_and_is_logged(make_manager, ca
     assert reply.json() == {
         "error": {"type": "InternalError", "message": "internal error; see the server log"}
     }
-    assert "unexpected error on GET /ai/status" in caplog.text
+    assert "unexpected error on GET /ai/status: RuntimeError: boom [redacted]" in caplog.text
+    assert KEYS["openai"] not in caplog.text
 
 
 # --- /ai/status, /ai/recommendations --------------------------------------------------------
