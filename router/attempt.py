@@ -173,6 +173,12 @@ def _run_stream(
     job.on_cancel(response.close)
     final: StreamChunk | None = None
     error: RouterError | None = None
+    # Every chunk says who is answering (the bridge shows it on each OpenAI chunk).
+    served_by = {
+        "provider": ctx.provider_type,
+        "provider_name": ctx.name,
+        "model": attempt.candidate.model,
+    }
     try:
         for event, data in iter_sse_events(response, ctx.name):
             for chunk in parser.feed(event, data):
@@ -180,7 +186,7 @@ def _run_stream(
                     final = chunk
                 else:
                     accumulator.add(chunk)
-                    if not job.emit(chunk):
+                    if not job.emit(chunk.model_copy(update=served_by)):
                         raise RequestCancelledError("the caller closed the stream")
             if final is not None:
                 break
@@ -192,7 +198,7 @@ def _run_stream(
                     final = chunk
                 else:
                     accumulator.add(chunk)
-                    job.emit(chunk)
+                    job.emit(chunk.model_copy(update=served_by))
     except RouterError as exc:
         error = exc
     except Exception as exc:

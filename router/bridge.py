@@ -111,7 +111,10 @@ _SSE_HEADERS = [
 _ROUTE_FIELDS = ("strategy", "selection", "timeout")
 _CONFIGURE_FIELDS = frozenset({"provider", "enabled", "priority", "api_key", "rpm", "tpm"})
 _BUDGET_FIELDS = frozenset(
-    {"budget", "budgets", "daily_limit", "monthly_limit", "provider_limits", "limit"}
+    {"budgets", "daily_limit", "monthly_limit", "provider_limits", "alert_thresholds", "limit"}
+)
+_BUDGET_CHANGE_FIELDS = frozenset(
+    {"budget", "daily_limit", "monthly_limit", "provider_limits", "alert_thresholds", "enabled"}
 )
 
 
@@ -623,11 +626,12 @@ class BridgeApp:
 
     def _configure(self, request: _Request) -> _Response:
         body = request.json()
+        if "budget" in body:
+            return self._configure_budget(body)
         budget = sorted(set(body) & _BUDGET_FIELDS)
         if budget:
             raise BodyError(
-                f"'{budget[0]}': budget limits are not supported at run time; change them in "
-                "the configuration file and restart the router",
+                f"'{budget[0]}' changes a budget: name it with 'budget' (and no 'provider')",
                 budget[0],
             )
         unknown = sorted(set(body) - _CONFIGURE_FIELDS)
@@ -658,6 +662,29 @@ class BridgeApp:
         return self._json(
             200, {"provider": name, "updated": sorted(changes), "health": health.to_dict()}
         )
+
+    def _configure_budget(self, body: dict[str, Any]) -> _Response:
+        unknown = sorted(set(body) - _BUDGET_CHANGE_FIELDS)
+        if unknown:
+            known = ", ".join(sorted(_BUDGET_CHANGE_FIELDS))
+            raise BodyError(f"unknown field '{unknown[0]}' (known: {known})", unknown[0])
+        name = body["budget"]
+        if not isinstance(name, str) or not name:
+            raise BodyError("'budget' must name a configured budget", "budget")
+        changes = {key: value for key, value in body.items() if key != "budget"}
+        if not changes:
+            raise BodyError(
+                "nothing to change: send one or more of "
+                + ", ".join(sorted(_BUDGET_CHANGE_FIELDS - {"budget"}))
+            )
+        try:
+            updated = self.manager.update_budget(name, **changes)
+        except ConfigError as error:
+            raise BodyError(str(error), "budget") from None
+        except TypeError as error:
+            raise BodyError(f"invalid budget change: {error}", "budget") from None
+        logger.info("configure: budget %s changed: %s", name, ", ".join(sorted(changes)))
+        return self._json(200, {"budget": name, "updated": sorted(changes), "config": updated})
 
     # --- /v1/* -------------------------------------------------------------------------------
 

@@ -239,6 +239,10 @@ class AlertTracker:
         self._fired: set[tuple[str, float]] = set()
         self._history: deque[BudgetAlert] = deque(maxlen=history)
 
+    def set_thresholds(self, budget: str, thresholds: Sequence[float]) -> None:
+        """Replace a budget's thresholds (a budget changed at run time)."""
+        self._thresholds[budget] = tuple(sorted(set(float(t) for t in thresholds)))
+
     def check(self, limit: BudgetLimit, spent: float) -> list[BudgetAlert]:
         """Alerts newly crossed by ``spent`` on ``limit`` (lowest threshold first)."""
         fresh = self._crossed(limit, spent)

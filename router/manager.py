@@ -82,6 +82,31 @@ def coerce_request(request: AIRequest | Mapping[str, Any]) -> AIRequest:
         raise InvalidRequestError(_validation_message(error)) from None
 
 
+def _prepare(
+    request: AIRequest | Mapping[str, Any],
+    tools: Sequence[MCPTool | Mapping[str, Any]] | None,
+    selection: ProviderSelection | Mapping[str, Any] | None,
+    strategy: str | None,
+    stream: bool | None,
+    default_strategy: str = "cost",
+) -> tuple[AIRequest, ProviderSelection | None, str]:
+    """Validate a caller's request, tools, selection and strategy (``InvalidRequestError``)."""
+    request = coerce_request(request)
+    try:
+        if tools:
+            request = request.with_tools([MCPTool.model_validate(t) for t in tools])
+        if selection is not None and not isinstance(selection, ProviderSelection):
+            selection = ProviderSelection.model_validate(selection)
+    except ValidationError as error:
+        raise InvalidRequestError(_validation_message(error)) from None
+    if stream is not None and request.stream != stream:
+        request = request.model_copy(update={"stream": stream})
+    strategy = strategy or default_strategy
+    if strategy not in STRATEGIES:
+        raise InvalidRequestError(f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
+    return request, selection, strategy
+
+
 class ChunkStream:
     """Iterator of ``StreamChunk``s for one streamed request.
 
@@ -206,7 +231,8 @@ class AIProviderManager:
 
     def _start_actors(self, planner: Planner, store: LedgerStore) -> None:
         config = self.config
-        has_budgets = any(b.enabled for b in config.budgets)
+        # Any budget, even a disabled one, may be switched on at run time: keep reserving.
+        has_budgets = bool(config.budgets)
         self._budget = BudgetActor.start(
             config.budgets,
             store,
@@ -327,26 +353,10 @@ class AIProviderManager:
         timeout: float | None,
         stream: bool,
     ) -> Job:
-        if not self._running:
-            raise ManagerStoppedError("the router is not running; call start() or use 'with'")
-        request = coerce_request(request)
-        if tools:
-            try:
-                request = request.with_tools([MCPTool.model_validate(t) for t in tools])
-            except ValidationError as error:
-                raise InvalidRequestError(_validation_message(error)) from None
-        if request.stream != stream:
-            request = request.model_copy(update={"stream": stream})
-        if selection is not None and not isinstance(selection, ProviderSelection):
-            try:
-                selection = ProviderSelection.model_validate(selection)
-            except ValidationError as error:
-                raise InvalidRequestError(_validation_message(error)) from None
-        strategy = strategy or self.config.default_strategy
-        if strategy not in STRATEGIES:
-            raise InvalidRequestError(
-                f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})"
-            )
+        self._require_running()
+        request, selection, strategy = _prepare(
+            request, tools, selection, strategy, stream, self.config.default_strategy
+        )
         if timeout is None:
             timeout = self.config.request_timeout
         elif timeout <= 0:
@@ -449,11 +459,7 @@ class AIProviderManager:
     ) -> dict[str, dict[str, Any]]:
         """Per candidate (``provider/model``): estimated cost, health, availability, rank."""
         self._require_running()
-        request = coerce_request(request)
-        if tools:
-            request = request.with_tools([MCPTool.model_validate(t) for t in tools])
-        if selection is not None and not isinstance(selection, ProviderSelection):
-            selection = ProviderSelection.model_validate(selection)
+        request, selection, strategy = _prepare(request, tools, selection, strategy, None)
         rows = self._supervisor.ask(("plan", request, selection, strategy), timeout=10)
         health = self.provider_health()
         out: dict[str, dict[str, Any]] = {}
@@ -565,6 +571,31 @@ class AIProviderManager:
             changes["tpm"] = tpm or None
         self._provider_ref(name).ask(Reconfigure(changes), timeout=10)
         self._supervisor.ask("snapshots", timeout=10)
+
+    def update_budget(
+        self,
+        name: str,
+        *,
+        daily_limit: float | None = None,
+        monthly_limit: float | None = None,
+        provider_limits: Mapping[str, float] | None = None,
+        alert_thresholds: Sequence[float] | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change a configured budget at run time (spend so far is kept); returns it."""
+        self._require_running()
+        changes = {
+            key: value
+            for key, value in (
+                ("daily_limit", daily_limit),
+                ("monthly_limit", monthly_limit),
+                ("provider_limits", dict(provider_limits) if provider_limits is not None else None),
+                ("alert_thresholds", alert_thresholds),
+                ("enabled", enabled),
+            )
+            if value is not None
+        }
+        return self._budget.ask(("update_budget", name, changes), timeout=10)
 
 
 def _stop_actor(ref: Any) -> None:

@@ -453,7 +453,7 @@ def test_configure_changes_priority_and_enabled_and_rotates_a_key_without_echoin
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
-        ({"provider": "openai", "monthly_limit": 5}, "monthly_limit", "not supported at run time"),
+        ({"provider": "openai", "monthly_limit": 5}, "monthly_limit", "changes a budget"),
         ({"provider": "nope", "priority": 1}, "provider", "unknown provider"),
         ({"priority": 1}, "provider", "provider"),
         ({"provider": "openai", "priority": "high"}, "priority", "integer"),
@@ -469,6 +469,32 @@ def test_configure_rejects_bad_changes_with_400(app, body, field, words):
     assert reply.status == 400
     error = reply.json()["error"]
     assert error.get("field") == field and words in error["message"]
+
+
+def test_configure_changes_a_budget_limit_at_run_time(make_manager, emulator):
+    config = router_config(emulator, budgets=[{"name": "Daily", "daily_limit": 0.0000001}])
+    app = create_app(make_manager(config), auth_token="", configure_token=CONFIGURE)
+    assert call(app, "POST", "/ai/generate", user(model="gpt-4o-mini")).status == 402
+    reply = call(
+        app, "POST", "/ai/configure", {"budget": "Daily", "daily_limit": 5.0}, token=CONFIGURE
+    )
+    assert reply.status == 200
+    assert reply.json()["updated"] == ["daily_limit"]
+    assert reply.json()["config"]["daily_limit"] == 5.0
+    assert call(app, "POST", "/ai/generate", user(model="gpt-4o-mini")).status == 200
+    for body, words in (
+        ({"budget": "Nope", "daily_limit": 1.0}, "unknown budget"),
+        ({"budget": "Daily", "daily_limit": -1}, "greater than 0"),
+        ({"budget": "Daily"}, "nothing to change"),
+        ({"budget": "Daily", "colour": "red"}, "unknown field"),
+    ):
+        reply = call(app, "POST", "/ai/configure", body, token=CONFIGURE)
+        assert reply.status == 400, body
+        assert words in reply.json()["error"]["message"], body
+    # Without the token nothing changes.
+    reply = call(app, "POST", "/ai/configure", {"budget": "Daily", "daily_limit": 0.0000001})
+    assert reply.status == 401
+    assert call(app, "POST", "/ai/generate", user(model="gpt-4o-mini")).status == 200
 
 
 # --- the optional token for every endpoint --------------------------------------------------

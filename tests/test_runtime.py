@@ -270,3 +270,20 @@ def test_content_is_stored_only_in_the_opt_in_audit_log(make_manager, emulator, 
         "audited stream",
     ]
     assert all(line["content"] and line["cost"] > 0 for line in lines)
+
+
+def test_every_streamed_chunk_names_who_answers(make_manager):
+    manager = make_manager()
+    chunks = list(manager.stream_request(ask("who are you"), strategy="priority"))
+    assert len(chunks) > 2
+    assert {(c.provider_name, c.model) for c in chunks} == {("openai", "gpt-4o-mini")}
+
+
+def test_recommendation_input_errors_are_typed(make_manager):
+    from router.errors import InvalidRequestError
+
+    manager = make_manager()
+    with pytest.raises(InvalidRequestError, match="selection|max_cost_per_request"):
+        manager.get_cost_recommendations(ask(), selection={"max_cost_per_request": -1})
+    with pytest.raises(InvalidRequestError, match="name"):
+        manager.get_cost_recommendations(ask(), tools=[{"description": "no name"}])
