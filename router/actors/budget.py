@@ -39,7 +39,7 @@ from router.budget import (
     periods_at,
     tracking_keys,
 )
-from router.errors import BudgetExceededError, LedgerUnavailableError
+from router.errors import BudgetExceededError, ConfigError, LedgerUnavailableError
 from router.ledger.base import LedgerStore, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class BudgetActor(pykka.ThreadingActor):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
-        self.budgets = [b for b in budgets if b.enabled]
+        self.budgets = list(budgets)  # disabled ones are skipped by applicable_limits
         self.store = store
         self.tz = ZoneInfo(timezone)
         self.ttl = reservation_ttl
@@ -74,12 +74,16 @@ class BudgetActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         # Thresholds already crossed this period are listed but not delivered again.
         periods = self._now_periods()
-        for name, kind in self.provider_types.items():
-            for limit in applicable_limits(
-                self.budgets, provider_name=name, provider_type=kind, periods=periods
-            ):
-                spent, _ = self.store.totals([limit.key])[limit.key]
-                self.alerts.prime(limit, spent)
+        try:
+            for name, kind in self.provider_types.items():
+                for limit in applicable_limits(
+                    self.budgets, provider_name=name, provider_type=kind, periods=periods
+                ):
+                    spent, _ = self.store.totals([limit.key])[limit.key]
+                    self.alerts.prime(limit, spent)
+        except LedgerUnavailableError as error:
+            # Start anyway: reservations fail closed (or open) until the ledger returns.
+            logger.error("budget alerts not primed: %s", error)
 
     def on_stop(self) -> None:
         self.store.close()
@@ -87,15 +91,15 @@ class BudgetActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Reserve):
             self._on_reserve(message)
-        elif isinstance(message, Settle):
-            self._on_settle(message)
-        elif isinstance(message, Release):
-            self.store.release(message.reservation_id)
-            self._reservations.pop(message.reservation_id, None)
-        elif isinstance(message, ExpireReservations):
-            count = self.store.expire(self.clock())
-            if count:
-                logger.warning("released %d expired budget reservation(s)", count)
+        elif isinstance(message, Settle | Release | ExpireReservations):
+            # Told, not asked: an exception here would kill the actor. A store that can keep
+            # a write for later (the Redis journal) does so without raising.
+            try:
+                self._on_write(message)
+            except LedgerUnavailableError as error:
+                logger.error("ledger write failed (%s): %s", type(message).__name__, error)
+        elif isinstance(message, tuple) and message and message[0] == "update_budget":
+            return self._update_budget(message[1], message[2])
         elif message == "status":
             return self.status()
         elif message == "alerts":
@@ -124,6 +128,17 @@ class BudgetActor(pykka.ThreadingActor):
         return limits, keys
 
     # --- messages ----------------------------------------------------------------------------
+
+    def _on_write(self, message: Settle | Release | ExpireReservations) -> None:
+        if isinstance(message, Settle):
+            self._on_settle(message)
+        elif isinstance(message, Release):
+            self._reservations.pop(message.reservation_id, None)
+            self.store.release(message.reservation_id)
+        else:
+            count = self.store.expire(self.clock())
+            if count:
+                logger.warning("released %d expired budget reservation(s)", count)
 
     def _on_reserve(self, message: Reserve) -> None:
         attempt = message.attempt
@@ -200,6 +215,28 @@ class BudgetActor(pykka.ThreadingActor):
             except Exception:
                 logger.exception("budget alert callback failed")
 
+    def _update_budget(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Replace one budget's limits or thresholds; spend and reservations are kept."""
+        from pydantic import ValidationError
+
+        from router.config import BudgetConfig
+
+        index = next((i for i, b in enumerate(self.budgets) if b.name == name), None)
+        if index is None:
+            known = ", ".join(b.name for b in self.budgets) or "none"
+            raise ConfigError(f"unknown budget '{name}' (configured: {known})")
+        budget = self.budgets[index]
+        try:
+            updated = BudgetConfig.model_validate({**budget.model_dump(), **changes})
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "budget"
+            raise ConfigError(f"budget '{name}': {where}: {first['msg']}") from None
+        self.budgets[index] = updated
+        self.alerts.set_thresholds(name, updated.alert_thresholds)
+        logger.info("budget %s changed: %s", name, ", ".join(sorted(changes)))
+        return updated.model_dump(mode="json")
+
     # --- status ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -240,6 +277,9 @@ class BudgetActor(pykka.ThreadingActor):
         out["spent_today"], out["reserved_today"] = overall[f"spend:day:{periods.day}"]
         out["spent_month"], out["reserved"] = overall[f"spend:month:{periods.month}"]
         out["alerts"] = [a.to_dict() for a in self.alerts.alerts()]
+        stats = getattr(self.store, "stats", None)
+        if callable(stats):
+            out["ledger"] = stats()  # e.g. Redis: reachable, fail-open grants, journal
         return out
 
 
