@@ -1,0 +1,189 @@
+"""One router process for the shared-budget tests, driven over stdin/stdout.
+
+Run as ``python tests/budget_worker.py '<settings JSON>'``. Settings: ``base_url`` (the
+emulator's OpenAI URL), ``ledger`` (``{"type": "redis", "url", "key_prefix", "fail_open",
+"journal_dir", "retry_interval"}`` or ``{"type": "sqlite", "path"}``), ``limit`` (the monthly
+budget in dollars), ``callers`` (concurrent caller threads), ``reservation_ttl``.
+
+It prints ``{"event": "ready", "pid": ...}`` once its :class:`AIProviderManager` has started,
+then answers one JSON line per command line:
+
+- ``{"cmd": "run", "n": N}``: N requests from ``callers`` threads at once; the outcome of each.
+- ``{"cmd": "submit", "n": N}``: submit N requests and answer at once (they stay in flight);
+  ``{"cmd": "collect"}`` waits for them and answers with their outcomes.
+- ``{"cmd": "status"}``: the budget status (with the ledger's own stats).
+- ``{"cmd": "quit"}``: stop the manager, close the ledger, exit.
+
+Outcomes: ``{"ok": [provider request ids], "budget": n, "ledger": [messages], "other":
+[messages]}``. The test process computes the worst-case cost with :func:`make_request`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from router.errors import BudgetExceededError, LedgerUnavailableError, NoProviderAvailableError
+from router.models import AIRequest
+
+MODEL = "gpt-4o-mini"
+MAX_TOKENS = 40
+
+
+def make_request() -> AIRequest:
+    """The request every worker sends (the test prices its worst case from it)."""
+    return AIRequest(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Please answer briefly"}],
+        max_tokens=MAX_TOKENS,
+    )
+
+
+def worst_case() -> float:
+    """The reservation one request makes, in dollars."""
+    from router.catalog import estimate_request_tokens, load_catalog
+
+    info = load_catalog().require(MODEL)
+    request = make_request()
+    return (
+        estimate_request_tokens(request) * info.input_price + MAX_TOKENS * info.output_price
+    ) / 1e6
+
+
+def router_config(settings: dict[str, Any]) -> dict[str, Any]:
+    """One OpenAI provider on the emulator, one monthly budget, the given ledger."""
+    ledger = settings["ledger"]
+    config_ledger: dict[str, Any] = {
+        "type": ledger["type"],
+        "reservation_ttl": settings.get("reservation_ttl", 600.0),
+    }
+    if ledger["type"] == "sqlite":
+        config_ledger["path"] = ledger["path"]
+    else:
+        config_ledger.update(
+            url=ledger["url"],
+            key_prefix=ledger["key_prefix"],
+            fail_open=ledger.get("fail_open", False),
+        )
+    return {
+        "providers": [
+            {
+                "name": "openai",
+                "type": "openai",
+                "api_key": "sk-test-openai-0123456789abcdefghij",
+                "base_url": settings["base_url"],
+                "timeout": 30.0,
+                "max_concurrency": settings.get("callers", 25),
+                "max_retries": 0,
+            }
+        ],
+        "budgets": [{"name": "Shared", "monthly_limit": settings["limit"]}],
+        "ledger": config_ledger,
+        "request_timeout": 60.0,
+    }
+
+
+def open_store(settings: dict[str, Any]) -> Any:
+    """The ledger store, built here so the test can pass a short Redis retry interval."""
+    ledger = settings["ledger"]
+    if ledger["type"] == "sqlite":
+        from router.ledger import SQLiteLedger
+
+        return SQLiteLedger(ledger["path"])
+    from router.ledger.redis import RedisLedger
+
+    return RedisLedger(
+        ledger["url"],
+        key_prefix=ledger["key_prefix"],
+        fail_open=ledger.get("fail_open", False),
+        journal_dir=ledger.get("journal_dir"),
+        retry_interval=ledger.get("retry_interval", 1.0),
+    )
+
+
+class Worker:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from router.manager import AIProviderManager
+
+        self.callers = int(settings.get("callers", 25))
+        self.store = open_store(settings)
+        self.manager = AIProviderManager(router_config(settings), ledger=self.store).start()
+        self.in_flight: list[Any] = []
+
+    def outcome(self, futures: list[Any]) -> dict[str, Any]:
+        result: dict[str, Any] = {"ok": [], "budget": 0, "ledger": [], "other": []}
+        for future in futures:
+            try:
+                response = future.get(timeout=120)
+            except BudgetExceededError:
+                result["budget"] += 1
+            except LedgerUnavailableError as error:
+                result["ledger"].append(str(error))
+            except NoProviderAvailableError as error:
+                # A single candidate refused by the budget surfaces as the budget error; keep
+                # anything else visible.
+                result["other"].append(f"{type(error).__name__}: {error}")
+            except Exception as error:
+                result["other"].append(f"{type(error).__name__}: {error}")
+            else:
+                result["ok"].append(response.request_id)
+        return result
+
+    def run(self, n: int) -> dict[str, Any]:
+        request = make_request()
+        futures: list[Any] = []
+        lock = threading.Lock()
+
+        def call(_: int) -> None:
+            future = self.manager.submit(request)
+            with lock:
+                futures.append(future)
+
+        with ThreadPoolExecutor(max_workers=self.callers) as pool:
+            list(pool.map(call, range(n)))
+        return self.outcome(futures)
+
+    def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        cmd = command["cmd"]
+        if cmd == "run":
+            return self.run(int(command["n"]))
+        if cmd == "submit":
+            request = make_request()
+            self.in_flight += [self.manager.submit(request) for _ in range(int(command["n"]))]
+            return {"submitted": len(self.in_flight)}
+        if cmd == "collect":
+            futures, self.in_flight = self.in_flight, []
+            return self.outcome(futures)
+        if cmd == "status":
+            try:
+                return {"status": self.manager.get_budget_status()}
+            except LedgerUnavailableError as error:
+                return {"error": str(error), "ledger": self.store.stats()}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    def stop(self) -> dict[str, Any]:
+        self.manager.stop()
+        stats = self.store.stats() if hasattr(self.store, "stats") else {}
+        self.store.close()
+        return {"stopped": True, "ledger": stats}
+
+
+def main() -> None:
+    settings = json.loads(sys.argv[1])
+    worker = Worker(settings)
+    print(json.dumps({"event": "ready", "pid": os.getpid()}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "quit":
+            print(json.dumps(worker.stop()), flush=True)
+            return
+        print(json.dumps(worker.handle(command)), flush=True)
+    worker.stop()  # stdin closed: the test went away
+
+
+if __name__ == "__main__":
+    main()
