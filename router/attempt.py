@@ -50,6 +50,9 @@ class AttemptContext:
     base_url: str
     keep_raw: bool = False
     audit: Any = None  # router.audit.AuditLog when the configuration opts in
+    # router.actors.settlements.SettlementBuffer: Settles are queued there instead of told
+    # (one budget-actor wake-up per batch, not per request); None: tell the budget actor.
+    settlements: Any = None
 
 
 def _tell(ref: Any, message: Any) -> None:
@@ -58,6 +61,13 @@ def _tell(ref: Any, message: Any) -> None:
     except pykka.ActorDeadError:
         # The manager is stopping; the message has nobody left to act on it.
         logger.debug("dropped %s: actor stopped", type(message).__name__)
+
+
+def _settle(ctx: AttemptContext, budget_ref: Any, message: Settle) -> None:
+    if ctx.settlements is not None:
+        ctx.settlements.add(message)
+    else:
+        _tell(budget_ref, message)
 
 
 def _cost(info: Any, usage: Usage) -> float:
@@ -142,7 +152,8 @@ def run_attempt(
             "raw": body if ctx.keep_raw else None,
         }
     )
-    _tell(
+    _settle(
+        ctx,
         budget_ref,
         Settle(
             attempt.reservation_id,
@@ -238,7 +249,8 @@ def _run_stream(
                 "latency_ms": latency,
             }
         )
-        _tell(
+        _settle(
+            ctx,
             budget_ref,
             Settle(
                 attempt.reservation_id,
@@ -258,7 +270,8 @@ def _run_stream(
     delivered = job.started
     if usage.input_tokens or usage.output_tokens:
         suffix = "" if delivered or cancelled else f".{ctx.name}.{attempt.number}"
-        _tell(
+        _settle(
+            ctx,
             budget_ref,
             Settle(
                 attempt.reservation_id if (delivered or cancelled) else None,

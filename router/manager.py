@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from router.actors.budget import BudgetActor
 from router.actors.messages import Dispatch, ExpireReservations, Reconfigure
 from router.actors.provider import ProviderActor
+from router.actors.settlements import SettlementBuffer
 from router.actors.supervisor import SupervisorActor
 from router.attempt import AttemptContext
 from router.budget import BudgetAlert
@@ -233,6 +234,9 @@ class AIProviderManager:
         config = self.config
         # Any budget, even a disabled one, may be switched on at run time: keep reserving.
         has_budgets = bool(config.budgets)
+        assert self._scheduler is not None
+        # Workers queue their Settles here; the budget actor drains them in batches.
+        settlements = SettlementBuffer(self._scheduler)
         self._budget = BudgetActor.start(
             config.budgets,
             store,
@@ -240,7 +244,9 @@ class AIProviderManager:
             reservation_ttl=config.ledger.reservation_ttl,
             provider_types={p.name: p.type.value for p in config.providers},
             alert_callbacks=self._alert_callbacks,
+            settlements=settlements,
         )
+        settlements.budget_ref = self._budget
         # The supervisor's snapshot cache; providers publish into it (see ProviderActor._push).
         board: dict[str, HealthSnapshot] = {}
         self._supervisor = SupervisorActor.start(
@@ -265,6 +271,7 @@ class AIProviderManager:
                 base_url=(provider.base_url or adapter.default_base_url).rstrip("/"),
                 keep_raw=self._keep_raw,
                 audit=self._audit,
+                settlements=settlements,
             )
             self._clients[provider.name] = client
             self._executors[provider.name] = executor

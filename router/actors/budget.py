@@ -30,6 +30,7 @@ from router.actors.messages import (
     Reserve,
     Settle,
 )
+from router.actors.settlements import FlushSettlements, SettlementBuffer
 from router.budget import (
     AlertTracker,
     BudgetAlert,
@@ -58,8 +59,11 @@ class BudgetActor(pykka.ThreadingActor):
         provider_types: dict[str, str] | None = None,
         alert_callbacks: list[Callable[[BudgetAlert], Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        settlements: SettlementBuffer | None = None,
     ) -> None:
         super().__init__()
+        # Settles that workers queue instead of telling them (see router.actors.settlements).
+        self.settlements = settlements
         self.budgets = list(budgets)  # disabled ones are skipped by applicable_limits
         self.store = store
         self.tz = ZoneInfo(timezone)
@@ -86,9 +90,24 @@ class BudgetActor(pykka.ThreadingActor):
             logger.error("budget alerts not primed: %s", error)
 
     def on_stop(self) -> None:
+        self._drain_settlements()
         self.store.close()
 
+    def _drain_settlements(self, *, flush: bool = False) -> None:
+        if self.settlements is None:
+            return
+        for settle in self.settlements.drain(flush=flush):
+            try:
+                self._on_write(settle)
+            except LedgerUnavailableError as error:
+                logger.error("ledger write failed (Settle): %s", error)
+
     def on_receive(self, message: Any) -> Any:
+        # Queued settlements first: every answer below counts them, in arrival order.
+        if self.settlements is not None and (
+            len(self.settlements) or isinstance(message, FlushSettlements)
+        ):
+            self._drain_settlements(flush=isinstance(message, FlushSettlements))
         if isinstance(message, Reserve):
             self._on_reserve(message)
         elif isinstance(message, Settle | Release | ExpireReservations):
