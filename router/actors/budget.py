@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pykka
 
+from router.actors.base import RouterActor
 from router.actors.messages import (
     ExpireReservations,
     Release,
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BudgetActor"]
 
 
-class BudgetActor(pykka.ThreadingActor):
+class BudgetActor(RouterActor):
     def __init__(
         self,
         budgets: Sequence[Any],

@@ -22,6 +22,7 @@ from typing import Any
 
 import pykka
 
+from router.actors.base import RouterActor
 from router.actors.messages import (
     Attempt,
     AttemptFailed,
@@ -58,7 +59,7 @@ class ProviderUnavailableError(NoProviderAvailableError):
     """This one provider cannot take requests (disabled, bad key, out of quota)."""
 
 
-class ProviderActor(pykka.ThreadingActor):
+class ProviderActor(RouterActor):
     """State and decisions for one provider; attempts run elsewhere."""
 
     def __init__(

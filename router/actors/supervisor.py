@@ -18,8 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import pykka
-
+from router.actors.base import RouterActor
 from router.actors.messages import (
     Attempt,
     AttemptFailed,
@@ -45,7 +44,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["SupervisorActor"]
 
 
-class SupervisorActor(pykka.ThreadingActor):
+class SupervisorActor(RouterActor):
     def __init__(
         self,
         planner: Planner,
