@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import secrets
 import threading
 import time
 from collections import deque
@@ -78,7 +79,9 @@ class Job:
         registry: JobRegistry,
         stream: bool = False,
     ) -> None:
-        self.id = f"r{next(_ids):x}-{int(time.time() * 1000) % 10**9:x}"
+        # Unique across processes too: the id keys reservations and usage records in a shared
+        # ledger, where a collision would drop a record as a duplicate.
+        self.id = f"r{next(_ids):x}-{secrets.token_hex(6)}"
         self.request = request
         self.strategy = strategy
         self.selection = selection
