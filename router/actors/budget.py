@@ -215,7 +215,13 @@ class BudgetActor(RouterActor):
         self.store.settle(rid, record, keys=keys)
         if not limits:
             return
-        totals = self.store.totals([limit.key for limit in limits])
+        try:
+            totals = self.store.totals([limit.key for limit in limits])
+        except LedgerUnavailableError as error:
+            # The settlement itself is safe (a shared store journals it); alerts wait for the
+            # next settlement that can read the totals.
+            logger.warning("budget alerts not checked: %s", error)
+            return
         for limit in limits:
             for alert in self.alerts.check(limit, totals[limit.key][0]):
                 self._deliver(alert)
