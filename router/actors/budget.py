@@ -220,7 +220,7 @@ class BudgetActor(RouterActor):
         except LedgerUnavailableError as error:
             # The settlement itself is safe (a shared store journals it); alerts wait for the
             # next settlement that can read the totals.
-            logger.warning("budget alerts not checked: %s", error)
+            logger.debug("budget alerts not checked: %s", error)
             return
         for limit in limits:
             for alert in self.alerts.check(limit, totals[limit.key][0]):
