@@ -3,6 +3,7 @@ what only a shared store has (period key expiry, outages, the journal, other pro
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from itertools import count
@@ -235,3 +236,14 @@ class TestOutage:
             assert list((tmp_path / "journal").glob("*.jsonl")) == []
         finally:
             server.stop(save=False)
+
+    def test_a_malformed_journal_line_is_skipped_not_fatal(self, make_store, tmp_path):
+        journal = tmp_path / "journal"
+        journal.mkdir()
+        good = {"op": "settle", "reservation_id": "r1", "record": record("q1", 0.2).to_dict()}
+        (journal / "gone-1-x.jsonl").write_text(
+            '{"op": "settle"}\n{"torn": \n' + json.dumps({**good, "keys": [MONTH.key]}) + "\n"
+        )
+        store = make_store()
+        assert store.records() == [record("q1", 0.2)]
+        assert totals(store, MONTH.key) == [(0.2, 0.0)]

@@ -529,12 +529,20 @@ class RedisLedger(LedgerStore):
         orphans); a failure leaves the rest for later and raises."""
         if not force and not self.journal.pending:
             return 0
-        count = self.journal.replay(self._apply)
+        count = self.journal.replay(self._replay_entry)
         if count:
             with self._lock:
                 self._counters["replayed"] += count
             logger.warning("replayed %d journaled ledger write(s) to %s", count, self.url)
         return count
+
+    def _replay_entry(self, entry: dict[str, Any]) -> None:
+        try:
+            self._apply(entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            # Not ours to understand (hand-edited, another version): keep replaying the rest
+            # rather than block every write behind it.
+            logger.error("skipping malformed ledger journal entry %r: %s", entry, exc)
 
     def _apply(self, entry: dict[str, Any]) -> None:
         """One journal-shaped write, straight to Redis (settle or release)."""
