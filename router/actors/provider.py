@@ -164,8 +164,10 @@ class ProviderActor(RouterActor):
             )
             self._fail_back(attempt, error)
             return
-        now = self.clock()
-        self._window.append((now, job.estimated_input_tokens))
+        if self.rpm or self.tpm:
+            # Only a configured limit reads (and prunes) the window; recording every attempt
+            # without one grew it by one entry per request for the life of the process.
+            self._window.append((self.clock(), job.estimated_input_tokens))
         self.in_flight += 1
         job.attempts += 1
         try:
