@@ -350,6 +350,8 @@ class StreamChunk(BaseModel):
     provider_name: str | None = None
     model: str | None = None
     request_id: str | None = None
+    # On the final chunk: provider-opaque data for the next turn (Gemini's text thoughtSignature).
+    provider_data: dict[str, Any] | None = None
 
 
 class ProviderSelection(BaseModel):

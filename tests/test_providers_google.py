@@ -482,6 +482,24 @@ def test_text_signature_is_kept_for_the_next_turn():
     assert response.to_message()["provider_data"] == {"thoughtSignature": "c2ln"}
 
 
+def test_text_signature_survives_a_stream_too():
+    parser = GOOGLE.new_stream_parser(model="m")
+    first = {"candidates": [{"content": {"role": "model", "parts": [{"text": "H"}]}}]}
+    last = {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": "i", "thoughtSignature": "c2ln"}]},
+                "finishReason": "STOP",
+            }
+        ]
+    }
+    chunks = parser.feed("message", json.dumps(first)) + parser.feed("message", json.dumps(last))
+    chunks += parser.finish()
+    response = assemble_stream(chunks)
+    assert response.content == "Hi"
+    assert response.to_message()["provider_data"] == {"thoughtSignature": "c2ln"}
+
+
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [

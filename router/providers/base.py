@@ -260,6 +260,7 @@ class StreamParser:
         self._finish_reason: FinishReason | None = None
         self._has_tool_calls = False
         self._completed = False
+        self._provider_data: dict[str, Any] | None = None  # carried on the final chunk
 
     def feed(self, event: str, data: str) -> list[StreamChunk]:
         """One SSE event (its name, ``"message"`` when none, and its data) -> 0..n chunks.
@@ -324,6 +325,7 @@ class StreamParser:
             provider=self.provider_type,
             model=self._model,
             request_id=self._request_id,
+            provider_data=self._provider_data,
         )
 
     def _interrupted(self, what: str) -> StreamInterruptedError:
@@ -425,6 +427,7 @@ class StreamAccumulator:
             provider=provider or (final.provider if final else None),
             model=model or (final.model if final and final.model else ""),
             request_id=request_id or (final.request_id if final else None),
+            provider_data=final.provider_data if final else None,
         )
 
 

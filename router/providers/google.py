@@ -530,6 +530,11 @@ class GoogleStreamParser(StreamParser):
                 out.append(self._tool_chunk([delta]))
             elif part.get("text") and not part.get("thought"):
                 out.append(self._text_chunk(str(part["text"])))
+            signature = _signature(part) if call is None else None
+            if signature:
+                # A signature on a text part must go back with the next turn, as in
+                # parse_response; the final chunk carries it.
+                self._provider_data = signature
         if candidate.get("finishReason"):
             self._finish_reason = _finish_reason(candidate["finishReason"])
         return out
