@@ -287,3 +287,34 @@ def test_recommendation_input_errors_are_typed(make_manager):
         manager.get_cost_recommendations(ask(), selection={"max_cost_per_request": -1})
     with pytest.raises(InvalidRequestError, match="name"):
         manager.get_cost_recommendations(ask(), tools=[{"description": "no name"}])
+
+
+def test_a_failing_told_message_fails_its_request_not_the_actor():
+    from typing import NamedTuple
+
+    from router.actors.base import RouterActor
+    from router.errors import RouterError
+    from router.jobs import Job, JobRegistry
+
+    class Poke(NamedTuple):
+        job: Job
+
+    class Fragile(RouterActor):
+        def handle(self, message):
+            if isinstance(message, Poke):
+                raise KeyError("a bug")
+            if message == "ask-bug":
+                raise ValueError("asked")
+            return "alive"
+
+    ref = Fragile.start()
+    try:
+        job = Job(ask(), strategy="cost", selection=None, timeout=5, registry=JobRegistry())
+        ref.tell(Poke(job))
+        with pytest.raises(RouterError, match="internal error"):
+            job.future.get(timeout=5)
+        assert ref.ask("ping", timeout=5) == "alive"
+        with pytest.raises(ValueError, match="asked"):  # an ask still raises to its caller
+            ref.ask("ask-bug", timeout=5)
+    finally:
+        ref.stop()

@@ -8,17 +8,45 @@ much, which matters because every request passes through several actors.
 
 from __future__ import annotations
 
+import logging
 import queue
 from typing import Any
 
 import pykka
 
+from router.errors import RouterError
+
 __all__ = ["RouterActor"]
+
+logger = logging.getLogger(__name__)
 
 
 class RouterActor(pykka.ThreadingActor):
-    """``pykka.ThreadingActor`` with a ``SimpleQueue`` inbox; otherwise unchanged."""
+    """``pykka.ThreadingActor`` with a ``SimpleQueue`` inbox and guarded message handling.
+
+    Subclasses implement :meth:`handle`. pykka stops an actor when a *told* message raises,
+    which would leave every later request waiting forever; here such a failure is logged and
+    fails only the request the message was about. Asks (strings and plain tuples) still raise
+    to their caller.
+    """
 
     @staticmethod
     def _create_actor_inbox() -> Any:
         return queue.SimpleQueue()
+
+    def handle(self, message: Any) -> Any:
+        raise NotImplementedError
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return self.handle(message)
+        except Exception as error:
+            if not hasattr(message, "_fields"):  # an ask: the caller gets the exception
+                raise
+            logger.exception("%s failed on %s", type(self).__name__, type(message).__name__)
+            job = getattr(message, "job", None)
+            if job is None:
+                job = getattr(getattr(message, "attempt", None), "job", None)
+            if job is not None:
+                job.fail(RouterError(f"internal error ({type(error).__name__}); see the log"))
+            return None

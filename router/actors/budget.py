@@ -103,7 +103,7 @@ class BudgetActor(RouterActor):
             except LedgerUnavailableError as error:
                 logger.error("ledger write failed (Settle): %s", error)
 
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         # Queued settlements first: every answer below counts them, in arrival order.
         if self.settlements is not None and (
             len(self.settlements) or isinstance(message, FlushSettlements)

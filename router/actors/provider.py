@@ -118,7 +118,7 @@ class ProviderActor(RouterActor):
 
     # --- messages ----------------------------------------------------------------------------
 
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         if isinstance(message, Attempt):
             self._on_attempt(message)
         elif isinstance(message, Outcome):

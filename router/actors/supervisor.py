@@ -65,7 +65,7 @@ class SupervisorActor(RouterActor):
         self.snapshots: dict[str, HealthSnapshot] = snapshots if snapshots is not None else {}
         self.state = StrategyState()
 
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         if isinstance(message, Dispatch):
             self._on_dispatch(message.job)
         elif isinstance(message, HealthUpdate):
