@@ -10,10 +10,12 @@ several rounds (and LiteLLM's ``Router`` when it is installed).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from common import (
     MODELS,
+    PROMPT,
     Phase,
     baseline_call,
     chat_request,
@@ -29,6 +31,46 @@ from common import (
 )
 
 
+def contenders_for(
+    provider: str,
+    base_url: str,
+    manager: Any,
+    llm: Any,
+    *,
+    callers: int,
+    per_caller: int,
+    time_limit: float,
+) -> dict[str, Callable[[], Phase]]:
+    """The phase functions of one (provider, callers) comparison."""
+    import requests
+
+    def router_call() -> Callable[[], str]:
+        request = chat_request(provider)
+        return lambda: manager.process_request(request).content
+
+    def baseline() -> Callable[[], str]:
+        session = requests.Session()
+        return lambda: baseline_call(session, provider, base_url)
+
+    def litellm_call() -> Callable[[], str]:
+        messages = [{"role": "user", "content": PROMPT}]
+
+        def call() -> str:
+            reply = llm.completion(model=MODELS[provider], messages=messages, max_tokens=256)
+            return reply.choices[0].message.content
+
+        return call
+
+    def phase(factory: Callable[[], Callable[[], Any]], count: int) -> Callable[[], Phase]:
+        return lambda: drive(factory, callers=callers, per_caller=count, time_limit=time_limit)
+
+    out = {"router": phase(router_call, per_caller), "baseline": phase(baseline, per_caller)}
+    if llm is not None:
+        # LiteLLM is far slower: fewer calls per round keep the run short.
+        out["litellm"] = phase(litellm_call, max(20, per_caller // 10))
+    return out
+
+
 def run(
     rounds: int = 5,
     requests_1: int = 2000,
@@ -38,60 +80,25 @@ def run(
     callers_list: tuple[int, ...] = (1, 32),
     with_litellm: bool = True,
 ) -> dict[str, Any]:
-    import requests
-
     from router import AIProviderManager
 
     quiet_logging()
     figures: dict[str, Any] = {}
     with nginx_upstream() as upstream:
         for provider in providers:
-            base_url = upstream.base_urls[provider]
             config = router_config(upstream.base_urls, (provider,))
             llm = litellm_router(upstream.base_urls, provider) if with_litellm else None
             with AIProviderManager(config) as manager:
                 for callers in callers_list:
-                    per_caller = requests_1 if callers == 1 else requests_32
-
-                    def router_call() -> Any:
-                        request = chat_request(provider)
-
-                        def call() -> str:
-                            return manager.process_request(request).content
-
-                        return call
-
-                    def baseline() -> Any:
-                        session = requests.Session()
-
-                        def call() -> str:
-                            return baseline_call(session, provider, base_url)
-
-                        return call
-
-                    def litellm_call() -> Any:
-                        messages = [{"role": "user", "content": chat_request()["messages"][0]["content"]}]
-
-                        def call() -> str:
-                            reply = llm.completion(
-                                model=MODELS[provider], messages=messages, max_tokens=256
-                            )
-                            return reply.choices[0].message.content
-
-                        return call
-
-                    def phase(factory: Any, count: int = per_caller, n: int = callers) -> Phase:
-                        return drive(factory, callers=n, per_caller=count, time_limit=time_limit)
-
-                    contenders = {
-                        "router": lambda: phase(router_call),
-                        "baseline": lambda: phase(baseline),
-                    }
-                    if llm is not None:
-                        # LiteLLM is much slower: fewer calls per round keep the run short.
-                        contenders["litellm"] = lambda: phase(
-                            litellm_call, max(20, per_caller // 10)
-                        )
+                    contenders = contenders_for(
+                        provider,
+                        upstream.base_urls[provider],
+                        manager,
+                        llm,
+                        callers=callers,
+                        per_caller=requests_1 if callers == 1 else requests_32,
+                        time_limit=time_limit,
+                    )
                     results = interleave(contenders, rounds=rounds)
                     title = f"non-streaming, {provider}, {callers} caller(s)"
                     rows = summarize_throughput(title, results)

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
+# ROUTER_BENCH_SRC points at another checkout (e.g. a git worktree of an older commit) to
+# measure that version of the router with these same scripts: an A/B comparison.
+ROOT = pathlib.Path(os.environ.get("ROUTER_BENCH_SRC") or HERE.parent).resolve()
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 if str(HERE) not in sys.path:
@@ -117,6 +119,52 @@ def emulator_upstream(**pacing: float) -> Iterator[Any]:
         if pacing:
             server.set_pacing(None, **pacing)
         yield server
+
+
+@contextlib.contextmanager
+def emulator_process(ttft: float = 0.0, token_delay: float = 0.0) -> Iterator[Any]:
+    """The emulator in a child process (its threads must not share our GIL), paced.
+
+    Yields an object with ``base_urls`` like :class:`router.emulator.EmulatorServer`.
+    """
+    import subprocess
+    import types
+
+    code = (
+        "import sys, threading\n"
+        "from router.emulator import EmulatorServer\n"
+        "server = EmulatorServer().start()\n"
+        f"server.set_pacing(None, ttft={ttft!r}, token_delay={token_delay!r})\n"
+        "print(server.url, flush=True)\n"
+        "sys.stdin.read()\n"
+        "server.stop()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None
+        url = child.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError("the emulator process did not start")
+        yield types.SimpleNamespace(
+            url=url,
+            base_urls={"openai": url + "/v1", "anthropic": url, "google": url},
+            pid=child.pid,
+        )
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()  # EOF: the child stops its server and exits
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def router_config(
@@ -308,6 +356,7 @@ class Phase:
 
     count: int = 0
     elapsed: float = 0.0
+    cpu: float = 0.0  # process CPU seconds (all threads): robust on a busy machine
     latencies: list[float] = field(default_factory=list)  # seconds
     errors: int = 0
     extra: dict[str, list[float]] = field(default_factory=dict)
@@ -315,6 +364,11 @@ class Phase:
     @property
     def throughput(self) -> float:
         return self.count / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        """Process CPU microseconds per completed call."""
+        return self.cpu / self.count * 1e6 if self.count else float("nan")
 
 
 def drive(
@@ -353,8 +407,10 @@ def drive(
             phase.latencies.extend(local)
             phase.errors += errors
 
+    cpu0 = 0.0
     if callers == 1:
         call = make_call()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         deadline_box[0] = t0 + time_limit
         worker(call)
@@ -365,11 +421,13 @@ def drive(
         for thread in threads:
             thread.start()
         deadline_box[0] = time.perf_counter() + time_limit
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         start.wait()  # type: ignore[union-attr]
         for thread in threads:
             thread.join(time_limit + 60)
         phase.elapsed = time.perf_counter() - t0
+    phase.cpu = time.process_time() - cpu0
     phase.count = len(phase.latencies) - phase.errors
     return phase
 
@@ -410,7 +468,7 @@ def summarize_throughput(
     print(f"-- {title}")
     print(
         f"   {'contender':<10} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'vs baseline':>11}"
+        f"{'cpu us/req':>10} {'errors':>6} {'vs baseline':>11}"
     )
     base = median([p.throughput for p in results[baseline]])
     out: dict[str, dict[str, float]] = {}
@@ -422,13 +480,15 @@ def summarize_throughput(
             "p50_ms": percentile(latencies, 0.5) * 1000,
             "p95_ms": percentile(latencies, 0.95) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000,
+            "cpu_us": median([p.cpu_us for p in phases]),
             "errors": float(sum(p.errors for p in phases)),
             "ratio": thr / base if base else float("nan"),
         }
         out[name] = row
         print(
             f"   {name:<10} {thr:9.0f} {row['p50_ms']:8.3f} {row['p95_ms']:8.3f} "
-            f"{row['p99_ms']:8.3f} {int(row['errors']):6d} {row['ratio']:10.2f}x"
+            f"{row['p99_ms']:8.3f} {row['cpu_us']:10.0f} {int(row['errors']):6d} "
+            f"{row['ratio']:10.2f}x"
         )
     if "router" in out and "litellm" in out and out["litellm"]["throughput"]:
         print(

@@ -17,7 +17,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 PROMPT = " ".join(f"word{i}" for i in range(40))
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-haiku-20240307", "google": "gemini-1.5-flash"}
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-haiku-20240307",
+    "google": "gemini-1.5-flash",
+}
 
 
 def main() -> None:

@@ -127,8 +127,15 @@ class Nginx:
         pid_file = self.prefix / "nginx.pid"
         if pid_file.exists() and self.binary:
             subprocess.run(
-                [self.binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
-                 "-s", "stop"],
+                [
+                    self.binary,
+                    "-p",
+                    str(self.prefix),
+                    "-c",
+                    str(self.prefix / "nginx.conf"),
+                    "-s",
+                    "stop",
+                ],
                 capture_output=True,
                 timeout=30,
             )
