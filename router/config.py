@@ -700,6 +700,11 @@ def load_config(
         raise ConfigError(f"{file}: configuration file not found{hint}") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read configuration file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        # A binary or Latin-1 file; found by fuzzing (it escaped as a bare UnicodeDecodeError).
+        raise ConfigError(
+            f"{file}: the configuration file is not UTF-8 text (byte {exc.start})"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -710,6 +715,9 @@ def load_config(
         raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: invalid YAML ({type(exc).__name__})") from None
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level (found by fuzzing).
+        raise ConfigError(f"{file}: invalid YAML (nested too deeply)") from None
     if data is None:
         raise ConfigError(f"{file}: the configuration file is empty")
     return config_from_dict(data, source=str(file), environ=env, base_dir=file.parent)
@@ -729,6 +737,7 @@ def config_from_dict(
     env = os.environ if environ is None else environ
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: must be a mapping with a 'providers' list")
+    _check_shape(data, source)
     document = interpolate(dict(data), env)
     problems: list[str] = []
     if "source" in document:
@@ -780,6 +789,33 @@ def config_from_dict(
         return RouterConfig.model_validate(document, context=context)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(exc, source))) from None
+
+
+# Bounds on a configuration document; a real one has a few hundred values a few levels deep.
+# Without them a deeply nested document overflowed the stack, and a YAML "billion laughs" (aliases
+# of aliases of a list) kept interpolation and validation busy for hours (found by fuzzing).
+_MAX_DEPTH = 64
+_MAX_VALUES = 100_000
+
+
+def _check_shape(document: Any, source: str) -> None:
+    """ConfigError when ``document`` nests too deeply or is too large once aliases expand."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > _MAX_VALUES:
+            raise ConfigError(
+                f"{source}: the configuration is too large (more than {_MAX_VALUES} values, "
+                "counting each use of a YAML alias)"
+            )
+        if depth > _MAX_DEPTH:
+            raise ConfigError(f"{source}: the configuration nests more than {_MAX_DEPTH} levels")
+        if isinstance(value, Mapping):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def _anchored(value: Any, anchor: Path) -> Any:
