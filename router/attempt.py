@@ -50,7 +50,7 @@ class AttemptContext:
     base_url: str
     keep_raw: bool = False
     audit: Any = None  # router.audit.AuditLog when the configuration opts in
-    # router.actors.settlements.SettlementBuffer: Settles are queued there instead of told
+    # router.actors.deferred.DeferredMessages: Settles are queued there instead of told
     # (one budget-actor wake-up per batch, not per request); None: tell the budget actor.
     settlements: Any = None
 

@@ -23,9 +23,9 @@ import pykka
 from pydantic import ValidationError
 
 from router.actors.budget import BudgetActor
+from router.actors.deferred import DeferredMessages
 from router.actors.messages import Dispatch, ExpireReservations, Reconfigure
 from router.actors.provider import ProviderActor
-from router.actors.settlements import SettlementBuffer
 from router.actors.supervisor import SupervisorActor
 from router.attempt import AttemptContext
 from router.budget import BudgetAlert
@@ -235,8 +235,8 @@ class AIProviderManager:
         # Any budget, even a disabled one, may be switched on at run time: keep reserving.
         has_budgets = bool(config.budgets)
         assert self._scheduler is not None
-        # Workers queue their Settles here; the budget actor drains them in batches.
-        settlements = SettlementBuffer(self._scheduler)
+        # Workers queue their Settles here; the budget actor handles them in batches.
+        settlements = DeferredMessages(self._scheduler)
         self._budget = BudgetActor.start(
             config.budgets,
             store,
@@ -246,7 +246,7 @@ class AIProviderManager:
             alert_callbacks=self._alert_callbacks,
             settlements=settlements,
         )
-        settlements.budget_ref = self._budget
+        settlements.target = self._budget
         # The supervisor's snapshot cache; providers publish into it (see ProviderActor._push).
         board: dict[str, HealthSnapshot] = {}
         self._supervisor = SupervisorActor.start(

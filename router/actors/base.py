@@ -14,6 +14,7 @@ from typing import Any
 
 import pykka
 
+from router.actors.deferred import DeferredMessages, Flush
 from router.errors import RouterError
 
 __all__ = ["RouterActor"]
@@ -30,6 +31,9 @@ class RouterActor(pykka.ThreadingActor):
     to their caller.
     """
 
+    #: Messages other threads queued without waking this actor (router.actors.deferred).
+    deferred: DeferredMessages | None = None
+
     @staticmethod
     def _create_actor_inbox() -> Any:
         return queue.SimpleQueue()
@@ -37,7 +41,24 @@ class RouterActor(pykka.ThreadingActor):
     def handle(self, message: Any) -> Any:
         raise NotImplementedError
 
+    def drain_deferred(self, *, flush: bool = False) -> None:
+        """Handle every deferred message now, oldest first."""
+        if self.deferred is not None:
+            for message in self.deferred.drain(flush=flush):
+                self._guarded(message)
+
     def on_receive(self, message: Any) -> Any:
+        deferred = self.deferred
+        if deferred is not None:
+            # Deferred messages first: whatever this message sees or answers counts them.
+            if isinstance(message, Flush):
+                self.drain_deferred(flush=True)
+                return None
+            if len(deferred):
+                self.drain_deferred()
+        return self._guarded(message)
+
+    def _guarded(self, message: Any) -> Any:
         try:
             return self.handle(message)
         except Exception as error:

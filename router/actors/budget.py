@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import pykka
 
 from router.actors.base import RouterActor
+from router.actors.deferred import DeferredMessages
 from router.actors.messages import (
     ExpireReservations,
     Release,
@@ -31,7 +32,6 @@ from router.actors.messages import (
     Reserve,
     Settle,
 )
-from router.actors.settlements import FlushSettlements, SettlementBuffer
 from router.budget import (
     AlertTracker,
     BudgetAlert,
@@ -60,11 +60,12 @@ class BudgetActor(RouterActor):
         provider_types: dict[str, str] | None = None,
         alert_callbacks: list[Callable[[BudgetAlert], Any]] | None = None,
         clock: Callable[[], float] = time.time,
-        settlements: SettlementBuffer | None = None,
+        settlements: DeferredMessages | None = None,
     ) -> None:
         super().__init__()
-        # Settles that workers queue instead of telling them (see router.actors.settlements).
-        self.settlements = settlements
+        # Settles that workers queue instead of telling them (see router.actors.deferred);
+        # RouterActor handles them before any other message.
+        self.deferred = settlements
         self.budgets = list(budgets)  # disabled ones are skipped by applicable_limits
         self.store = store
         self.tz = ZoneInfo(timezone)
@@ -91,24 +92,10 @@ class BudgetActor(RouterActor):
             logger.error("budget alerts not primed: %s", error)
 
     def on_stop(self) -> None:
-        self._drain_settlements()
+        self.drain_deferred()  # the last settlements land before the store closes
         self.store.close()
 
-    def _drain_settlements(self, *, flush: bool = False) -> None:
-        if self.settlements is None:
-            return
-        for settle in self.settlements.drain(flush=flush):
-            try:
-                self._on_write(settle)
-            except LedgerUnavailableError as error:
-                logger.error("ledger write failed (Settle): %s", error)
-
     def handle(self, message: Any) -> Any:
-        # Queued settlements first: every answer below counts them, in arrival order.
-        if self.settlements is not None and (
-            len(self.settlements) or isinstance(message, FlushSettlements)
-        ):
-            self._drain_settlements(flush=isinstance(message, FlushSettlements))
         if isinstance(message, Reserve):
             self._on_reserve(message)
         elif isinstance(message, Settle | Release | ExpireReservations):
