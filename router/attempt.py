@@ -53,6 +53,9 @@ class AttemptContext:
     # router.actors.deferred.DeferredMessages: Settles are queued there instead of told
     # (one budget-actor wake-up per batch, not per request); None: tell the budget actor.
     settlements: Any = None
+    # The provider actor's DeferredMessages: a success Outcome may be queued there (see
+    # run_attempt's ``defer_success``); failures are always told.
+    outcomes: Any = None
 
 
 def _tell(ref: Any, message: Any) -> None:
@@ -98,14 +101,39 @@ def _record(
     )
 
 
+def _succeeded(
+    ctx: AttemptContext, job: Any, outcome: Outcome, provider_ref: Any, defer: bool, *resolve: Any
+) -> None:
+    """Resolve the caller's job with ``resolve`` and report the success to the provider.
+
+    A deferred outcome is queued *before* the job resolves (cheap, and then a caller that has
+    its answer and asks for provider health sees it counted); a told one goes after, so the
+    caller is not kept waiting for the wake-up of the provider actor.
+    """
+    if defer:
+        ctx.outcomes.add(outcome)
+    job.resolve(*resolve)
+    if ctx.audit is not None:
+        ctx.audit.write(job.id, job.request, outcome.response)
+    if not defer:
+        _tell(provider_ref, outcome)
+
+
 def run_attempt(
     ctx: AttemptContext,
     attempt: Attempt,
     api_key: str | None,
     provider_ref: Any,
     budget_ref: Any,
+    defer_success: bool = False,
 ) -> None:
-    """Worker entry point; never raises (every outcome is reported as a message)."""
+    """Worker entry point; never raises (every outcome is reported as a message).
+
+    ``defer_success``: the provider allows this attempt's success to be queued in
+    ``ctx.outcomes`` instead of told (its breaker was closed when it admitted the attempt;
+    a half-open trial's result is always told at once).
+    """
+    defer_success = defer_success and ctx.outcomes is not None
     job = attempt.job
     started = time.perf_counter()
     if job.done:
@@ -129,7 +157,7 @@ def run_attempt(
                 response.status_code, response.headers, body, provider=ctx.name
             )
         if job.is_stream:
-            _run_stream(ctx, attempt, response, started, provider_ref, budget_ref)
+            _run_stream(ctx, attempt, response, started, provider_ref, budget_ref, defer_success)
             return
         body = decode_json(response, ctx.name)
         result = ctx.adapter.parse_response(body, model=attempt.candidate.model)
@@ -160,10 +188,9 @@ def run_attempt(
             _record(attempt, ctx, result.usage, cost, "success", result.request_id, job.id),
         ),
     )
-    job.resolve(result)
-    if ctx.audit is not None:
-        ctx.audit.write(job.id, job.request, result)
-    _tell(provider_ref, Outcome(attempt, result, None, latency))
+    _succeeded(
+        ctx, job, Outcome(attempt, result, None, latency), provider_ref, defer_success, result
+    )
 
 
 def _ms(started: float) -> float:
@@ -177,6 +204,7 @@ def _run_stream(
     started: float,
     provider_ref: Any,
     budget_ref: Any,
+    defer_success: bool = False,
 ) -> None:
     job = attempt.job
     parser = ctx.adapter.new_stream_parser(model=attempt.candidate.model, provider=ctx.name)
@@ -257,10 +285,8 @@ def _run_stream(
                 _record(attempt, ctx, usage, cost, "success", final.request_id, job.id),
             ),
         )
-        job.resolve(result, final)
-        if ctx.audit is not None:
-            ctx.audit.write(job.id, job.request, result)
-        _tell(provider_ref, Outcome(attempt, result, None, latency))
+        outcome = Outcome(attempt, result, None, latency)
+        _succeeded(ctx, job, outcome, provider_ref, defer_success, result, final)
         return
 
     # Cut, failed or abandoned: bill what the provider produced so far.

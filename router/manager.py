@@ -272,6 +272,7 @@ class AIProviderManager:
                 keep_raw=self._keep_raw,
                 audit=self._audit,
                 settlements=settlements,
+                outcomes=(outcomes := DeferredMessages(self._scheduler)),
             )
             self._clients[provider.name] = client
             self._executors[provider.name] = executor
@@ -284,7 +285,9 @@ class AIProviderManager:
                 self._budget,
                 clock=self._clock,
                 board=board,
+                outcomes=outcomes,
             )
+            outcomes.target = self._providers[provider.name]
         self._supervisor.ask(("wire", dict(self._providers), self._budget))
         # Snapshots are pushed on start; wait for them so the first request sees real state.
         for ref in self._providers.values():

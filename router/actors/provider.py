@@ -23,6 +23,7 @@ from typing import Any
 import pykka
 
 from router.actors.base import RouterActor
+from router.actors.deferred import DeferredMessages
 from router.actors.messages import (
     Attempt,
     AttemptFailed,
@@ -72,10 +73,14 @@ class ProviderActor(RouterActor):
         budget: Any,
         clock: Any = time.monotonic,
         board: dict[str, HealthSnapshot] | None = None,
+        outcomes: DeferredMessages | None = None,
     ) -> None:
         super().__init__()
         # Where snapshots are published (the supervisor's cache); None: tell HealthUpdate.
         self.board = board
+        # Success outcomes workers queue instead of telling (RouterActor handles them before
+        # any other message, or within router.actors.deferred's delay).
+        self.deferred = outcomes
         self.config = config
         self.context = context
         self.executor = executor
@@ -112,6 +117,7 @@ class ProviderActor(RouterActor):
     def on_stop(self) -> None:
         if self._probe_timer is not None:
             self._probe_timer.cancel()
+        self.drain_deferred()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         logger.error("provider actor %s crashed: %s", self.config.name, exception_value)
@@ -170,9 +176,18 @@ class ProviderActor(RouterActor):
             self._window.append((self.clock(), job.estimated_input_tokens))
         self.in_flight += 1
         job.attempts += 1
+        # A success may be reported lazily unless this attempt is a half-open trial, whose
+        # result must close (or reopen) the breaker at once.
+        defer_success = self.deferred is not None and self.breaker.state == CircuitState.CLOSED
         try:
             self.executor.submit(
-                run_attempt, self.context, attempt, self.api_key, self.actor_ref, self.budget
+                run_attempt,
+                self.context,
+                attempt,
+                self.api_key,
+                self.actor_ref,
+                self.budget,
+                defer_success,
             )
         except RuntimeError:  # the pool is shut down: the manager is stopping
             self.in_flight -= 1
