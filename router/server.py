@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 # How often the loop looks at the stop flag when nothing happens (seconds); a stop also pulls
 # waitress's trigger, so stopping does not wait for it.
 _LOOP_TIMEOUT = 1
+# How far past the app's body limit waitress may read before refusing on its own (bytes).
+_BODY_SLACK = 65536
 
 
 def _app_for(manager_or_app: Any, create_app_kwargs: dict[str, Any]) -> Callable[..., Any]:
@@ -87,6 +89,14 @@ class BridgeServer:
             "clear_untrusted_proxy_headers": True,
             **self._options,
         }
+        max_body = getattr(self.app, "_max_body", None)
+        if max_body is not None and "max_request_body_size" not in options:
+            # waitress reads (and spools to disk) a whole body, up to 1 GiB by default, before
+            # the app sees the request, so the app's own 413 came only after an oversized body
+            # had been read (found by the resource-limit tests). Past the app's limit plus a
+            # little slack waitress now refuses at the headers (its 413 is plain text); a body
+            # just over the limit still gets the app's JSON 413.
+            options["max_request_body_size"] = max_body + _BODY_SLACK
         import warnings
 
         with warnings.catch_warnings():
