@@ -119,6 +119,20 @@ def _succeeded(
         _tell(provider_ref, outcome)
 
 
+def _without_key(error: RouterError, api_key: str | None) -> RouterError:
+    """``error`` with this provider's own key cut out of its message.
+
+    The adapters redact what looks like an OpenAI, Anthropic or Google key; the key of an
+    OpenAI-compatible server can look like anything, and a server or proxy that echoes it in an
+    error body put it in the caller's error, the logs and the health status (found by the
+    secrets suite).
+    """
+    if api_key and len(api_key) >= 6 and api_key in error.message:
+        error.message = error.message.replace(api_key, "[redacted]")
+        error.args = (error.message,)
+    return error
+
+
 def run_attempt(
     ctx: AttemptContext,
     attempt: Attempt,
@@ -153,8 +167,11 @@ def run_attempt(
         response = ctx.client.send(http_request)
         if response.status_code >= 400:
             body = response.content
-            raise ctx.adapter.classify_error(
-                response.status_code, response.headers, body, provider=ctx.name
+            raise _without_key(
+                ctx.adapter.classify_error(
+                    response.status_code, response.headers, body, provider=ctx.name
+                ),
+                api_key,
             )
         if job.is_stream:
             _run_stream(ctx, attempt, response, started, provider_ref, budget_ref, defer_success)
