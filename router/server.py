@@ -201,9 +201,14 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     threads: int = 8,
+    *,
+    ready: Callable[[str], object] | None = None,
     **create_app_kwargs: Any,
 ) -> None:
     """Serve the bridge on waitress until Ctrl-C (blocking).
+
+    ``ready(url)`` is called once the socket listens (``router serve`` prints the URL with it;
+    it used to reach ``create_app`` and fail with a TypeError, found by the secrets suite).
 
     ``manager_or_app``: an ``AIProviderManager`` (wrapped with
     :func:`router.bridge.create_app` and ``create_app_kwargs``, e.g. ``auth_token=``,
@@ -223,6 +228,8 @@ def serve(
             # closed and the manager is stopped, so reservations are settled, not lost.
             previous = signal.signal(signal.SIGTERM, lambda *_: server.stop(timeout=0))
         logger.info("router bridge serving on %s (%d threads)", server.url, threads)
+        if ready is not None:
+            ready(server.url)
         server.serve_forever()
     finally:
         if previous is not None:
