@@ -232,9 +232,33 @@ class _Request:
         except json.JSONDecodeError as error:
             # The decoder's message holds only a position, never the input.
             raise BodyError(f"request body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise BodyError(_TOO_DEEP) from None
         if not isinstance(value, dict):
             raise BodyError("request body must be a JSON object")
+        if _nests_deeper_than(value, _MAX_BODY_DEPTH):
+            raise BodyError(_TOO_DEEP)
         return value
+
+
+# A body nested deeper than this is refused. Found by fuzzing: deep nesting overflowed the JSON
+# decoder's (or later the validators' and the tool translator's) stack and was answered 500.
+# Real requests, tool schemas included, stay far below it.
+_MAX_BODY_DEPTH = 100
+_TOO_DEEP = f"request body nests more than {_MAX_BODY_DEPTH} levels deep"
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _read_exactly(stream: Any, length: int) -> bytes:
