@@ -295,3 +295,46 @@ def test_demo_json_shows_every_scenario():
     assert data["budget"]["alerts"] and data["budget"]["refusal"]
     assert data["stream"]["first_chunk_s"] < data["stream"]["last_chunk_s"]
     assert data["elapsed_s"] < 30
+
+
+def test_serve_runs_the_bridge_until_terminated(config_file):
+    import signal
+
+    import requests
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bin" / "router"),
+            "--config",
+            str(config_file),
+            "serve",
+            "--port",
+            "0",
+            "--threads",
+            "2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = process.stderr.readline()  # blocks until the bridge listens (or exits)
+        assert "router bridge listening on http://127.0.0.1:" in line, line
+        url = line.rsplit(" ", 1)[-1].strip()
+        assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+        reply = requests.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi there"}]},
+            timeout=30,
+        )
+        assert reply.status_code == 200
+        assert "hi there" in reply.json()["choices"][0]["message"]["content"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        process.stderr.close()
