@@ -665,3 +665,260 @@ def test_the_garbled_manager_still_answers(raw_server, raw_manager):
     )
     assert response.provider_name == "openai"
     assert raw_manager.get_manager_stats()["usage_stats"]["pending_requests"] == 0
+
+
+# --- bridge request bodies -------------------------------------------------------------------
+
+CONFIGURE_TOKEN = "fuzz-configure-token-0123456789"
+BRIDGE_LIMIT = 200_000
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "/ai/generate": {
+        "model": "fast",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": False,
+        "strategy": "cost",
+        "selection": {"preferred_providers": ["google"]},
+        "timeout": 10,
+        "tools": [{"name": "lookup", "inputSchema": {"type": "object", "properties": {}}}],
+    },
+    "/ai/recommendations": {"model": "fast", "messages": [{"role": "user", "content": "x"}]},
+    "/v1/chat/completions": {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        "stream": False,
+        "max_tokens": 20,
+        "tools": [
+            {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+        ],
+        "stream_options": {"include_usage": True},
+    },
+    "/ai/configure": {"provider": "google", "priority": 3, "enabled": True, "rpm": 0},
+}
+ROUTES = [
+    ("GET", "/healthz"),
+    ("GET", "/ai/status"),
+    ("POST", "/ai/generate"),
+    ("POST", "/ai/recommendations"),
+    ("POST", "/ai/configure"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/gpt-4o-mini"),
+    ("GET", "/metrics"),
+    ("PUT", "/ai/generate"),
+    ("POST", "/nowhere"),
+]
+
+
+def wsgi_call(
+    app: Any, method: str, path: str, data: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    """Call the WSGI app directly; the status and the whole body (streams drained)."""
+    import io
+
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "SERVER_NAME": "fuzz",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(data),
+        "CONTENT_LENGTH": str(len(data)) if data else "",
+    }
+    environ.update(headers)
+    seen: list[str] = []
+    result = app(environ, lambda status, _headers, exc_info=None: seen.append(status))
+    try:
+        body = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return int(seen[0].split()[0]), body
+
+
+def deep(levels: int) -> bytes:
+    return (
+        b'{"messages": [{"role": "user", "content": "x"}], "metadata": '
+        + b'{"a": ' * levels
+        + b"1"
+        + b"}" * levels
+        + b"}"
+    )
+
+
+@st.composite
+def bridge_requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
+    method, path = draw(st.sampled_from(ROUTES))
+    valid = VALID_BODIES.get(path, VALID_BODIES["/ai/generate"])
+    kind = draw(st.sampled_from(["mutated", "mutated", "json", "bytes", "deep", "huge", "empty"]))
+    if kind == "mutated":
+        data = json.dumps(draw(mutations_of(valid)), allow_nan=True).encode()
+    elif kind == "json":
+        data = json.dumps(draw(json_values)).encode()
+    elif kind == "bytes":
+        data = draw(st.binary(max_size=300))
+    elif kind == "deep":
+        data = deep(draw(st.sampled_from([50, 99, 101, 1000, 20000])))
+    elif kind == "huge":  # around the bridge's limit
+        size = draw(st.sampled_from([BRIDGE_LIMIT - 100, BRIDGE_LIMIT + 1, 5 * BRIDGE_LIMIT]))
+        filler = "x" * max(0, size - 80)
+        data = json.dumps({"messages": [{"role": "user", "content": filler}]}).encode()
+    else:
+        data = b""
+    headers = {"CONTENT_TYPE": draw(st.sampled_from(["application/json", "text/plain", ""]))}
+    if path == "/ai/configure":
+        headers["HTTP_AUTHORIZATION"] = "Bearer " + CONFIGURE_TOKEN
+    return method, path, data, headers
+
+
+@pytest.fixture(scope="module")
+def bridge_app(fuzz_manager) -> Any:
+    from router.bridge import create_app
+
+    return create_app(
+        fuzz_manager, auth_token="", configure_token=CONFIGURE_TOKEN, max_body_bytes=BRIDGE_LIMIT
+    )
+
+
+@fuzz_settings(250)
+@given(bridge_requests())
+def test_bridge_bodies_get_json_answers_and_never_a_500(bridge_app, fuzz_manager, case):
+    method, path, data, headers = case
+    status, body = wsgi_call(bridge_app, method, path, data, headers)
+    assert status != 500, body[:300]
+    if status >= 400:
+        error = json.loads(body)["error"]
+        assert error.get("type") != "InternalError" and error.get("code") != "internal_error"
+    if len(data) > BRIDGE_LIMIT and method == "POST" and path in VALID_BODIES:
+        assert status == 413  # the endpoints that read a body refuse it
+
+
+def test_the_fuzzed_bridge_still_answers(bridge_app, fuzz_manager):
+    for name in ("openai", "anthropic", "google"):  # /ai/configure may have switched one off
+        fuzz_manager.update_provider(name, enabled=True, api_key=KEYS[name], rpm=0, tpm=0)
+    body = json.dumps({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    status, reply = wsgi_call(bridge_app, "POST", "/ai/generate", body, {})
+    assert status == 200, reply
+    assert json.loads(reply)["content"]
+    assert all_actors_alive(fuzz_manager)
+
+
+# --- slow clients, disconnects, oversized bodies over a real socket ----------------------------
+
+
+def eventually(predicate: Any, timeout: float = 10.0) -> bool:
+    """Poll a condition of the server's progress (it offers no event to wait on)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        pause.wait(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def limited_bridge(make_manager, emulator) -> Iterator[tuple[Any, AIProviderManager]]:
+    from router.server import BridgeServer
+
+    config = router_config(emulator, budgets=[{"name": "Monthly", "monthly_limit": 100.0}])
+    config["providers"][0]["max_concurrency"] = 2
+    manager = make_manager(config)
+    server = BridgeServer(manager, threads=4, auth_token="", max_body_bytes=100_000).start()
+    yield server, manager
+    server.stop()
+
+
+def open_stream(server: Any, prompt: str) -> socket.socket:
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        b"POST /ai/generate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    return sock
+
+
+def settled(manager: AIProviderManager) -> bool:
+    return (
+        manager.provider_health()["openai"].in_flight == 0
+        and manager.get_budget_status()["reserved"] == 0.0
+    )
+
+
+LONG_PROMPT = " ".join(f"word{i}" for i in range(200))
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot_and_its_reservation(
+    limited_bridge, emulator
+):
+    server, manager = limited_bridge
+    emulator.set_pacing("openai", token_delay=0.05)  # ~10 s of stream left after the cut
+    sock = open_stream(server, LONG_PROMPT)
+    received = b""
+    while received.count(b"event: chunk") < 2:
+        received += sock.recv(65536)
+    assert manager.get_budget_status()["reserved"] > 0  # held while the stream runs
+    sock.close()
+    assert eventually(lambda: settled(manager), timeout=5)
+    partial = [r for r in manager.usage_records() if r.outcome == "partial"]
+    assert len(partial) == 1 and partial[0].cost > 0  # the tokens seen are billed
+
+
+def test_a_client_that_reads_slowly_does_not_hold_a_slot_or_reservation(limited_bridge, emulator):
+    server, manager = limited_bridge
+    emulator.set_pacing("openai", token_delay=0.002)
+    sock = open_stream(server, LONG_PROMPT)
+    # The client reads nothing; the provider's stream still finishes and is settled.
+    assert eventually(lambda: settled(manager) and len(manager.usage_records()) == 1)
+    assert manager.usage_records()[0].outcome == "success"
+    received = b""
+    while b"event: done" not in received:
+        piece = sock.recv(65536)
+        assert piece, "the stream ended without its final event"
+        received += piece
+    sock.close()
+
+
+def test_an_oversized_body_is_refused_at_its_headers(limited_bridge):
+    server, manager = limited_bridge
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        b"POST /ai/generate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\n\r\n"
+    )
+    answer = sock.recv(65536)  # not one byte of the 50 MB was sent
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+
+
+def test_an_endless_chunked_body_is_cut_off_near_the_limit(limited_bridge):
+    import select
+
+    server, _ = limited_bridge
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        b"POST /ai/generate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b"x" * 65536
+    sent = 0
+    answer = b""
+    while sent < 200_000_000:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if readable:
+            answer = sock.recv(65536)
+            break
+        try:
+            sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
+        except OSError:  # the server closed the connection after answering
+            break
+        sent += len(piece)
+    if not answer:
+        answer = sock.recv(65536)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    # What was sent before the refusal is the limit plus what the sockets buffer, not 200 MB.
+    assert sent < 20_000_000, sent
