@@ -40,7 +40,7 @@ class DeferredMessages:
     req/s; 10 ms ~1.5 ms), while still sparing nearly every per-request wake-up.
     """
 
-    def __init__(self, scheduler: Any, delay: float = 0.05) -> None:
+    def __init__(self, scheduler: Any, delay: float = 0.01) -> None:
         self._scheduler = scheduler
         self._delay = delay
         self._items: deque[Any] = deque()
