@@ -42,8 +42,15 @@ if mode == "providers":
         gc.collect(); time.sleep(0.2)
         out["rss_started"] = rss_mb()
 else:
+    import ctypes, ctypes.util
+    try:  # SQLite's own heap (its page cache fills to its 2 MB default, then stays)
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        sqlite_mb = lambda: lib.sqlite3_memory_used() / 1048576
+    except Exception:
+        sqlite_mb = lambda: float("nan")
     callers, total = 4, arg
-    checkpoints = (5000, total)
+    checkpoints = sorted({{5000, 10000, total // 2, total}})
     with nginx_upstream() as upstream:
         with AIProviderManager(router_config(upstream.base_urls, ("openai",))) as manager:
             request = chat_request("openai")
@@ -56,6 +63,8 @@ else:
                 done += per * callers
                 gc.collect()
                 out[f"rss_after_{{mark}}"] = rss_mb()
+                out[f"sqlite_after_{{mark}}"] = sqlite_mb()
+            out["checkpoints"] = checkpoints
             out["requests"] = done
 print(json.dumps(out))
 """
@@ -95,6 +104,11 @@ def run(requests: int = 50_000, repeats: int = 3) -> dict[str, Any]:
     first, last = growth["rss_after_5000"], growth[f"rss_after_{requests}"]
     change = (last - first) / first * 100
     print("-- RSS after requests (4 callers, nginx upstream, SQLite ledger)")
+    for mark in growth["checkpoints"]:
+        print(
+            f"   after {mark:>6,}: RSS {growth[f'rss_after_{mark}']:6.1f} MB  "
+            f"(SQLite's heap {growth[f'sqlite_after_{mark}']:.2f} MB)"
+        )
     print(
         f"   after 5,000: {first:.1f} MB   after {growth['requests']:,}: {last:.1f} MB   ({change:+.1f} %)"
     )
