@@ -235,15 +235,26 @@ def _run_stream(
         "provider_name": ctx.name,
         "model": attempt.candidate.model,
     }
+    # Chunks parsed from one network read are handed to the caller together, just before
+    # the next read (which may block): one consumer wake-up per read instead of per event,
+    # and nothing that has arrived waits for more data.
+    pending: list[StreamChunk] = []
+
+    def hand_over() -> None:
+        if pending:
+            batch = pending[:]
+            pending.clear()
+            if not job.emit_many(batch):
+                raise RequestCancelledError("the caller closed the stream")
+
     try:
-        for event, data in iter_sse_events(response, ctx.name):
+        for event, data in iter_sse_events(response, ctx.name, hand_over):
             for chunk in parser.feed(event, data):
                 if chunk.is_complete:
                     final = chunk
                 else:
                     accumulator.add(chunk)
-                    if not job.emit(chunk.model_copy(update=served_by)):
-                        raise RequestCancelledError("the caller closed the stream")
+                    pending.append(chunk.model_copy(update=served_by))
             if final is not None:
                 break
             if job.done:
@@ -254,10 +265,15 @@ def _run_stream(
                     final = chunk
                 else:
                     accumulator.add(chunk)
-                    job.emit(chunk.model_copy(update=served_by))
+                    pending.append(chunk.model_copy(update=served_by))
+        hand_over()
     except RouterError as exc:
         error = exc
+        if pending:  # what was parsed before the failure still reaches the caller first
+            job.emit_many(pending)
     except Exception as exc:
+        if pending:
+            job.emit_many(pending)
         if job.done:
             error = RequestCancelledError("the caller closed the stream")
         else:

@@ -170,6 +170,25 @@ class Job:
         self.chunks.put(chunk)
         return True
 
+    def emit_many(self, chunks: list[StreamChunk]) -> bool:
+        """Deliver several content chunks at once (one consumer wake-up instead of one each).
+
+        The worker calls this with every chunk parsed from one network read: chunks that
+        arrived together are handed over together, each no later than before.
+        """
+        if not chunks:
+            return not self._done
+        if len(chunks) == 1:
+            return self.emit(chunks[0])
+        if self._done or self.chunks is None:
+            return False
+        if not self.started:
+            self.started = True
+            if self.timer is not None:
+                self.timer.cancel()
+        self.chunks.put(list(chunks))
+        return True
+
     def on_cancel(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` (e.g. close the HTTP response) if the job is failed/cancelled early."""
         with self._lock:

@@ -120,6 +120,7 @@ class ChunkStream:
     def __init__(self, job: Job) -> None:
         self._job = job
         self._finished = False
+        self._batch: list[StreamChunk] = []  # the rest of a batch the worker handed over
 
     @property
     def future(self) -> pykka.ThreadingFuture:
@@ -130,6 +131,8 @@ class ChunkStream:
         return self
 
     def __next__(self) -> StreamChunk:
+        if self._batch:
+            return self._batch.pop()
         if self._finished:
             raise StopIteration
         assert self._job.chunks is not None
@@ -141,6 +144,10 @@ class ChunkStream:
                 if self._job.done and not self._job.started:
                     continue
                 self._job.fail(RequestTimeoutError("the stream stalled past its deadline"))
+        if isinstance(item, list):  # several content chunks from one network read
+            item.reverse()
+            self._batch = item
+            return self._batch.pop()
         if isinstance(item, StreamFailure):
             self._finished = True
             raise item.error

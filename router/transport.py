@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -111,25 +111,58 @@ def decode_json(response: requests.Response, provider: str) -> dict[str, Any]:
     return body
 
 
-def _raw_chunks(response: requests.Response) -> Iterator[bytes]:
-    """Bytes as they arrive: one HTTP chunk at a time, never waiting to fill a buffer."""
+def _raw_chunks(
+    response: requests.Response, before_read: Callable[[], object] | None = None
+) -> Iterator[bytes]:
+    """Bytes as they arrive: one HTTP chunk at a time, never waiting to fill a buffer.
+
+    ``before_read`` runs before every read that may block: the caller hands over what it
+    parsed from the previous reads there, so nothing that has arrived waits for more.
+    """
     raw = response.raw
     if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked"):
-        yield from raw.read_chunked(decode_content=True)
+        source: Iterator[bytes] = raw.read_chunked(decode_content=True)
+    else:
+        read = raw.read1 if hasattr(raw, "read1") else None
+
+        def reads() -> Iterator[bytes]:
+            while True:
+                data = read(65536, decode_content=True) if read else raw.read(1)
+                if not data:
+                    return
+                yield data
+
+        source = reads()
+    for data in _announced(source, before_read):
+        if data:
+            yield data
+
+
+def _announced(source: Iterator[bytes], before_read: Callable[[], object] | None):
+    if before_read is None:
+        yield from source
         return
     while True:
-        data = raw.read1(65536, decode_content=True) if hasattr(raw, "read1") else raw.read(1)
-        if not data:
+        before_read()
+        data = next(source, None)
+        if data is None:
             return
         yield data
 
 
-def iter_sse_events(response: requests.Response, provider: str) -> Iterator[tuple[str, str]]:
-    """(event, data) pairs from an SSE response, each delivered as soon as it is complete."""
+def iter_sse_events(
+    response: requests.Response,
+    provider: str,
+    before_read: Callable[[], object] | None = None,
+) -> Iterator[tuple[str, str]]:
+    """(event, data) pairs from an SSE response, each delivered as soon as it is complete.
+
+    ``before_read`` (optional) runs before each network read (see ``_raw_chunks``).
+    """
     import sseclient  # imported lazily: only streams need it
 
     try:
-        for event in sseclient.SSEClient(_raw_chunks(response)).events():
+        for event in sseclient.SSEClient(_raw_chunks(response, before_read)).events():
             yield event.event, event.data
     except (requests.RequestException, OSError, ValueError) as exc:
         # urllib3 ProtocolError, a reset, or a read timeout mid-stream.
