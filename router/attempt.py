@@ -255,6 +255,8 @@ def _run_stream(
                 else:
                     accumulator.add(chunk)
                     pending.append(chunk.model_copy(update=served_by))
+                    if not job.started:
+                        hand_over()  # the first chunk never waits for the rest of its read
             if final is not None:
                 break
             if job.done:
