@@ -66,6 +66,7 @@ class ProviderCapability(str, Enum):
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+MAX_SCHEMA_DEPTH = 128  # JSON levels in a tool's inputSchema
 
 
 class MCPTool(BaseModel):
@@ -84,6 +85,20 @@ class MCPTool(BaseModel):
     @classmethod
     def _none_description(cls, value: Any) -> Any:
         return "" if value is None else value
+
+    @field_validator("inputSchema")
+    @classmethod
+    def _bounded_depth(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Real tool schemas nest a handful of levels; a pathological one would blow the
+        # stack in every translator. Walk iteratively so the check itself cannot.
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_SCHEMA_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        return value
 
 
 # --- messages ------------------------------------------------------------------------------

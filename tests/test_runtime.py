@@ -328,3 +328,14 @@ def test_a_failing_told_message_fails_its_request_not_the_actor():
             ref.ask("ask-bug", timeout=5)
     finally:
         ref.stop()
+
+
+def test_a_pathologically_deep_tool_schema_is_an_invalid_request(make_manager):
+    from router.errors import InvalidRequestError
+
+    schema: dict = {"type": "string"}
+    for _ in range(3000):
+        schema = {"type": "object", "properties": {"a": schema}}
+    manager = make_manager()
+    with pytest.raises(InvalidRequestError, match="nested deeper than 128 levels"):
+        manager.process_request(ask(), tools=[{"name": "deep", "inputSchema": schema}])
