@@ -229,12 +229,6 @@ def _run_stream(
     job.on_cancel(response.close)
     final: StreamChunk | None = None
     error: RouterError | None = None
-    # Every chunk says who is answering (the bridge shows it on each OpenAI chunk).
-    served_by = {
-        "provider": ctx.provider_type,
-        "provider_name": ctx.name,
-        "model": attempt.candidate.model,
-    }
     # Chunks parsed from one network read are handed to the caller together, just before
     # the next read (which may block): one consumer wake-up per read instead of per event,
     # and nothing that has arrived waits for more data.
@@ -254,7 +248,7 @@ def _run_stream(
                     final = chunk
                 else:
                     accumulator.add(chunk)
-                    pending.append(chunk.model_copy(update=served_by))
+                    pending.append(chunk)
                     if not job.started:
                         hand_over()  # the first chunk never waits for the rest of its read
             if final is not None:
@@ -267,7 +261,7 @@ def _run_stream(
                     final = chunk
                 else:
                     accumulator.add(chunk)
-                    pending.append(chunk.model_copy(update=served_by))
+                    pending.append(chunk)
         hand_over()
     except RouterError as exc:
         error = exc

@@ -302,17 +302,30 @@ class StreamParser:
 
     # -- helpers for subclasses --
 
+    # Chunks are built once, already naming who answers, and without re-validation: the
+    # values come from this parser, and a stream may carry thousands of them.
+
     def _text_chunk(self, text: str) -> StreamChunk:
         self._generated_chars += len(text)
         self._started = True
-        return StreamChunk(content=text)
+        return StreamChunk.model_construct(
+            content=text,
+            provider=self.provider_type,
+            provider_name=self._provider or None,
+            model=self._model,
+        )
 
     def _tool_chunk(self, deltas: list[ToolCallDelta]) -> StreamChunk:
         for delta in deltas:
             self._generated_chars += len(delta.arguments)
         self._started = True
         self._has_tool_calls = True
-        return StreamChunk(tool_call_deltas=tuple(deltas))
+        return StreamChunk.model_construct(
+            tool_call_deltas=tuple(deltas),
+            provider=self.provider_type,
+            provider_name=self._provider or None,
+            model=self._model,
+        )
 
     def _final_chunk(self) -> StreamChunk:
         self._completed = True
