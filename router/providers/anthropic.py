@@ -61,7 +61,6 @@ from router.providers.base import (
     error_for_status,
     error_message,
     header_value,
-    join_url,
     retry_after_from_headers,
     tool_calls_finish,
     wrong_shape,
@@ -195,6 +194,7 @@ class AnthropicAdapter(ProviderAdapter):
 
     provider_type = ProviderType.ANTHROPIC
     default_base_url = "https://api.anthropic.com"
+    models_path = "/v1/models"
 
     def _headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
@@ -269,22 +269,8 @@ class AnthropicAdapter(ProviderAdapter):
             body["tools"] = translate_tools(request.tools, self.provider_type)
             if request.tool_choice is not None:
                 body["tool_choice"] = _tool_choice(request.tool_choice)
-        return HTTPRequest(
-            method="POST",
-            url=join_url(base_url or self.default_base_url, "/v1/messages"),
-            headers=self._headers(api_key),
-            json=body,
-            stream=stream,
-        )
-
-    def build_models_request(self, *, api_key: str | None, base_url: str) -> HTTPRequest:
-        """``GET {base}/v1/models``."""
-        return HTTPRequest(
-            method="GET",
-            url=join_url(base_url or self.default_base_url, "/v1/models"),
-            headers=self._headers(api_key),
-            json=None,
-            stream=False,
+        return self._http(
+            "POST", "/v1/messages", api_key=api_key, base_url=base_url, body=body, stream=stream
         )
 
     def parse_response(self, body: dict[str, Any], *, model: str) -> AIResponse:

@@ -460,6 +460,33 @@ class ProviderAdapter:
 
     provider_type: ProviderType
     default_base_url: str
+    models_path: str  # the list-models endpoint below the base URL (health probes)
+
+    def _headers(self, api_key: str | None) -> dict[str, str]:
+        """JSON content type plus this provider's auth header (when there is a key)."""
+        raise NotImplementedError
+
+    def _http(
+        self,
+        method: str,
+        path: str,
+        *,
+        api_key: str | None,
+        base_url: str,
+        body: dict[str, Any] | None = None,
+        stream: bool = False,
+    ) -> HTTPRequest:
+        return HTTPRequest(
+            method=method,
+            url=join_url(base_url or self.default_base_url, path),
+            headers=self._headers(api_key),
+            json=body,
+            stream=stream,
+        )
+
+    def build_models_request(self, *, api_key: str | None, base_url: str) -> HTTPRequest:
+        """``GET`` the provider's models list: a health probe that spends no tokens."""
+        return self._http("GET", self.models_path, api_key=api_key, base_url=base_url)
 
     def build_request(
         self,
@@ -488,10 +515,6 @@ class ProviderAdapter:
         self, status: int, headers: Mapping[str, str], body: bytes, *, provider: str
     ) -> ProviderError:
         """The typed error a non-2xx answer means. Never raises, whatever the body holds."""
-        raise NotImplementedError
-
-    def build_models_request(self, *, api_key: str | None, base_url: str) -> HTTPRequest:
-        """The list-models request used as a cheap health probe."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -70,7 +70,6 @@ from router.providers.base import (
     error_for_status,
     error_message,
     estimate_tokens,
-    join_url,
     retry_after_from_headers,
     tool_calls_finish,
     wrong_shape,
@@ -251,6 +250,7 @@ class GoogleAdapter(ProviderAdapter):
 
     provider_type = ProviderType.GOOGLE
     default_base_url = "https://generativelanguage.googleapis.com"
+    models_path = "/v1beta/models"
 
     def _headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"content-type": "application/json"}
@@ -346,22 +346,9 @@ class GoogleAdapter(ProviderAdapter):
                 body["toolConfig"] = _tool_config(request.tool_choice)
         name = quote(model.removeprefix("models/"), safe="-._~")
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return HTTPRequest(
-            method="POST",
-            url=join_url(base_url or self.default_base_url, f"/v1beta/models/{name}:{method}"),
-            headers=self._headers(api_key),
-            json=body,
-            stream=stream,
-        )
-
-    def build_models_request(self, *, api_key: str | None, base_url: str) -> HTTPRequest:
-        """``GET {base}/v1beta/models``."""
-        return HTTPRequest(
-            method="GET",
-            url=join_url(base_url or self.default_base_url, "/v1beta/models"),
-            headers=self._headers(api_key),
-            json=None,
-            stream=False,
+        path = f"/v1beta/models/{name}:{method}"
+        return self._http(
+            "POST", path, api_key=api_key, base_url=base_url, body=body, stream=stream
         )
 
     def parse_response(self, body: dict[str, Any], *, model: str) -> AIResponse:

@@ -50,7 +50,6 @@ from router.providers.base import (
     error_for_status,
     error_message,
     header_value,
-    join_url,
     parse_arguments,
     retry_after_from_headers,
     tool_calls_finish,
@@ -134,6 +133,7 @@ class OpenAIAdapter(ProviderAdapter):
             raise ValueError(f"OpenAIAdapter cannot speak for {provider_type.value}")
         self.provider_type = provider_type
         self.default_base_url = "https://api.openai.com/v1"
+        self.models_path = "/models"
 
     @property
     def _compatible(self) -> bool:
@@ -203,22 +203,13 @@ class OpenAIAdapter(ProviderAdapter):
             body["tools"] = translate_tools(request.tools, self.provider_type)
             if request.tool_choice is not None:
                 body["tool_choice"] = _tool_choice(request.tool_choice)
-        return HTTPRequest(
-            method="POST",
-            url=join_url(base_url or self.default_base_url, "/chat/completions"),
-            headers=self._headers(api_key),
-            json=body,
+        return self._http(
+            "POST",
+            "/chat/completions",
+            api_key=api_key,
+            base_url=base_url,
+            body=body,
             stream=stream,
-        )
-
-    def build_models_request(self, *, api_key: str | None, base_url: str) -> HTTPRequest:
-        """``GET {base}/models``."""
-        return HTTPRequest(
-            method="GET",
-            url=join_url(base_url or self.default_base_url, "/models"),
-            headers=self._headers(api_key),
-            json=None,
-            stream=False,
         )
 
     # -- responses --
