@@ -27,6 +27,7 @@ from router.actors.deferred import DeferredMessages
 from router.actors.messages import Dispatch, ExpireReservations, Reconfigure
 from router.actors.provider import ProviderActor
 from router.actors.supervisor import SupervisorActor
+from router.actors.writeahead import WriteAheadSettlements, pending_directory
 from router.attempt import AttemptContext
 from router.budget import BudgetAlert
 from router.catalog import Catalog, load_catalog
@@ -243,7 +244,12 @@ class AIProviderManager:
         has_budgets = bool(config.budgets)
         assert self._scheduler is not None
         # Workers queue their Settles here; the budget actor handles them in batches.
-        settlements = DeferredMessages(self._scheduler)
+        pending_dir = pending_directory(config.ledger) if self._ledger is None else None
+        settlements = (
+            WriteAheadSettlements(self._scheduler, pending_dir)
+            if pending_dir is not None
+            else DeferredMessages(self._scheduler)
+        )
         self._budget = BudgetActor.start(
             config.budgets,
             store,
@@ -252,6 +258,7 @@ class AIProviderManager:
             provider_types={p.name: p.type.value for p in config.providers},
             alert_callbacks=self._alert_callbacks,
             settlements=settlements,
+            pending_dir=pending_dir,
         )
         settlements.target = self._budget
         # The supervisor's snapshot cache; providers publish into it (see ProviderActor._push).

@@ -299,7 +299,9 @@ def test_chaos_soak_keeps_serving_and_accounts_every_cent(remote_emulator, tmp_p
     # Worker pools are bounded (they may still fill up after the first thousand).
     bound = sum(p["max_concurrency"] for p in config["providers"]) + 5 + 1  # actors, scheduler
     assert all(s["router_threads"] <= bound for s in result.samples), result.samples
-    assert abs(router_thread_delta) <= 2 and abs(thread_delta) <= 2, result.samples
+    # Pools start threads lazily (a pool may still be reaching its bound after the first
+    # thousand requests, which the bound above covers); everything else must be flat.
+    assert abs(thread_delta - router_thread_delta) <= 2, result.samples
     # Memory. What the interpreter holds must not grow with the number of requests: one object
     # kept per request would add thousands here (the per-request growth test below pins it
     # down to lines of router/). RSS also counts the C allocator's per-thread arenas and

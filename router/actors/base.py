@@ -44,8 +44,11 @@ class RouterActor(pykka.ThreadingActor):
     def drain_deferred(self, *, flush: bool = False) -> None:
         """Handle every deferred message now, oldest first."""
         if self.deferred is not None:
-            for message in self.deferred.drain(flush=flush):
+            batch = self.deferred.drain(flush=flush)
+            for message in batch:
                 self._guarded(message)
+            if batch:
+                self.deferred.batch_done()
 
     def on_receive(self, message: Any) -> Any:
         deferred = self.deferred

@@ -32,6 +32,7 @@ from router.actors.messages import (
     Reserve,
     Settle,
 )
+from router.actors.writeahead import replay_orphans
 from router.budget import (
     AlertTracker,
     BudgetAlert,
@@ -61,11 +62,13 @@ class BudgetActor(RouterActor):
         alert_callbacks: list[Callable[[BudgetAlert], Any]] | None = None,
         clock: Callable[[], float] = time.time,
         settlements: DeferredMessages | None = None,
+        pending_dir: Any = None,
     ) -> None:
         super().__init__()
         # Settles that workers queue instead of telling them (see router.actors.deferred);
         # RouterActor handles them before any other message.
         self.deferred = settlements
+        self.pending_dir = pending_dir  # write-ahead files of dead processes to replay (Path)
         self.budgets = list(budgets)  # disabled ones are skipped by applicable_limits
         self.store = store
         self.tz = ZoneInfo(timezone)
@@ -78,6 +81,12 @@ class BudgetActor(RouterActor):
         self._periods: tuple[int, Periods] | None = None
 
     def on_start(self) -> None:
+        if self.pending_dir is not None:
+            # Records a killed process answered but had not stored yet (router.actors.writeahead).
+            try:
+                replay_orphans(self.pending_dir, lambda r: self._on_settle(Settle(None, r)))
+            except LedgerUnavailableError as error:
+                logger.error("write-ahead records not replayed yet: %s", error)
         # Thresholds already crossed this period are listed but not delivered again.
         periods = self._now_periods()
         try:
@@ -93,6 +102,8 @@ class BudgetActor(RouterActor):
 
     def on_stop(self) -> None:
         self.drain_deferred()  # the last settlements land before the store closes
+        if self.deferred is not None:
+            self.deferred.close()
         self.store.close()
 
     def handle(self, message: Any) -> Any:

@@ -51,6 +51,7 @@ class DeferredMessages:
     def add(self, message: Any) -> None:
         """Queue one message; schedules a ``Flush`` if none is pending."""
         with self._lock:
+            self._before_queue(message)
             self._items.append(message)
             if self._flush_pending:
                 return
@@ -71,7 +72,22 @@ class DeferredMessages:
                 return []
             items = list(self._items)
             self._items.clear()
+            self._batch_taken()
         return items
+
+    def batch_done(self) -> None:
+        """The actor has handled the last drained batch (called on the actor's thread)."""
+
+    def close(self) -> None:
+        """The actor stops; nothing more will be drained."""
+
+    # Hooks for subclasses, called with the queue's lock held.
+
+    def _before_queue(self, message: Any) -> None:
+        pass
+
+    def _batch_taken(self) -> None:
+        pass
 
     def __len__(self) -> int:
         return len(self._items)
