@@ -50,13 +50,16 @@ class DeferredMessages:
 
     def add(self, message: Any) -> None:
         """Queue one message; schedules a ``Flush`` if none is pending."""
+        prepared = self._prepare(message)
         with self._lock:
-            self._before_queue(message)
+            token = self._queued(prepared)
             self._items.append(message)
-            if self._flush_pending:
-                return
+            kick = not self._flush_pending
             self._flush_pending = True
-        self._scheduler.call_later(self._delay, self._kick)
+        # Outside the lock: nothing that may release the GIL is done while holding it.
+        self._after_queue(prepared, token)
+        if kick:
+            self._scheduler.call_later(self._delay, self._kick)
 
     def drain(self, *, flush: bool = False) -> list[Any]:
         """Everything queued so far, oldest first (called on the actor's thread).
@@ -81,10 +84,18 @@ class DeferredMessages:
     def close(self) -> None:
         """The actor stops; nothing more will be drained."""
 
-    # Hooks for subclasses, called with the queue's lock held.
+    # Hooks for subclasses.
 
-    def _before_queue(self, message: Any) -> None:
-        pass
+    def _prepare(self, message: Any) -> Any:
+        """Work on a message before it is queued (outside the lock)."""
+        return None
+
+    def _queued(self, prepared: Any) -> Any:
+        """Called with the lock held as the message is queued; the token goes to _after_queue."""
+        return None
+
+    def _after_queue(self, prepared: Any, token: Any) -> None:
+        """Called after the message is queued, outside the lock."""
 
     def _batch_taken(self) -> None:
         pass
