@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,9 +352,3 @@ def _run_stream(
             partial_cost=cost,
         ),
     )
-
-
-def make_task(
-    ctx: AttemptContext, attempt: Attempt, api_key: str | None, provider_ref: Any, budget_ref: Any
-) -> Callable[[], None]:
-    return lambda: run_attempt(ctx, attempt, api_key, provider_ref, budget_ref)

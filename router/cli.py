@@ -494,7 +494,7 @@ def config_check(state: State, file: str | None, as_json: bool) -> None:
             "usable": p.disabled_reason is None,
             "reason": p.disabled_reason,
             "priority": p.priority,
-            "base_url": p.base_url,
+            "base_url": p.effective_base_url,
             "models": list(p.models),
         }
         for p in cfg.providers

@@ -54,7 +54,6 @@ __all__ = [
     "ENV_MAX_RETRIES",
     "ENV_CONFIG_PATH",
     "KEY_ENV_VARS",
-    "DEFAULT_BASE_URLS",
     "DEFAULT_CONFIG_LOCATIONS",
     "RetrySettings",
     "CircuitBreakerSettings",
@@ -85,13 +84,6 @@ KEY_ENV_VARS: Mapping[ProviderType, tuple[str, ...]] = {
     ProviderType.ANTHROPIC: ("ANTHROPIC_API_KEY",),
     ProviderType.OPENAI: ("OPENAI_API_KEY",),
     ProviderType.GOOGLE: ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
-}
-
-#: API roots used when ``base_url`` is not given (the adapters append the endpoint path).
-DEFAULT_BASE_URLS: Mapping[ProviderType, str] = {
-    ProviderType.OPENAI: "https://api.openai.com/v1",
-    ProviderType.ANTHROPIC: "https://api.anthropic.com",
-    ProviderType.GOOGLE: "https://generativelanguage.googleapis.com",
 }
 
 #: Where :func:`load_config` looks when neither a path nor ``AI_PROVIDER_CONFIG_PATH`` is given.
@@ -273,8 +265,10 @@ class ProviderConfig(BaseModel):
 
     @property
     def effective_base_url(self) -> str:
-        """``base_url``, or the provider type's public API root."""
-        return self.base_url or DEFAULT_BASE_URLS[self.type]
+        """``base_url``, or the provider type's public API root (the adapter knows it)."""
+        from router.providers import get_adapter
+
+        return (self.base_url or get_adapter(self.type).default_base_url).rstrip("/")
 
     def with_disabled_reason(self, reason: str | None) -> ProviderConfig:
         """A copy whose ``disabled_reason`` is ``reason`` (e.g. the router is switched off)."""

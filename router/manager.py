@@ -282,7 +282,7 @@ class AIProviderManager:
                 provider_type=provider.type,
                 adapter=adapter,
                 client=client,
-                base_url=(provider.base_url or adapter.default_base_url).rstrip("/"),
+                base_url=provider.effective_base_url,
                 keep_raw=self._keep_raw,
                 audit=self._audit,
                 settlements=settlements,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from router.config import (
-    DEFAULT_BASE_URLS,
     LedgerConfig,
     ProviderConfig,
     RouterConfig,
@@ -64,7 +63,9 @@ def test_example_file_loads_with_keys_from_the_environment() -> None:
     assert [p.priority for p in config.providers] == [1, 2, 3]
     assert all(p.usable for p in config.providers)
     assert config.provider("openai").api_key.get_secret_value() == OPENAI_KEY
-    assert config.provider("google").effective_base_url == DEFAULT_BASE_URLS[ProviderType.GOOGLE]
+    assert (
+        config.provider("google").effective_base_url == "https://generativelanguage.googleapis.com"
+    )
     daily, monthly = config.budgets
     assert (daily.name, daily.daily_limit, daily.period) == ("Daily Budget", 10.0, "daily")
     assert daily.alert_thresholds == (0.5, 0.8, 0.95)

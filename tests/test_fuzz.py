@@ -110,6 +110,7 @@ def mutations_of(draw: st.DrawFn, document: Any, *, at_most: int = 3) -> Any:
 
 # --- configuration ---------------------------------------------------------------------------
 
+# An invented key, shaped like a real one.
 SECRET = "sk-proj-Zq9Xr7Lw2Vt8Ny4Kp6Hs0Jd3Fg5Bm1Qc"
 VALID_CONFIG: dict[str, Any] = {
     "providers": [

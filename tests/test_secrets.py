@@ -33,8 +33,8 @@ from router.errors import RouterError
 from router.manager import AIProviderManager
 from router.server import BridgeServer
 
-# Shaped like the real thing (prefixes and lengths), so format-based redaction is exercised
-# too; "local" is an OpenAI-compatible server whose key follows no known format.
+# Invented keys, not real ones, shaped like the real thing (prefixes and lengths) so
+# format-based redaction is exercised too; "local" is an OpenAI-compatible server whose key follows no known format.
 SECRETS = {
     "openai": "sk-proj-Ab3De5Gh7Jk9Mn2Pq4St6Vw8Yz0Bc1Df3Gh5Jk7Lm9",
     "anthropic": "sk-ant-api03-Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8Vb7Nm6Qw5Er4Ty3-AA",
