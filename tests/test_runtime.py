@@ -339,3 +339,13 @@ def test_a_pathologically_deep_tool_schema_is_an_invalid_request(make_manager):
     manager = make_manager()
     with pytest.raises(InvalidRequestError, match="nested deeper than 128 levels"):
         manager.process_request(ask(), tools=[{"name": "deep", "inputSchema": schema}])
+
+
+def test_a_client_side_rate_limit_sends_the_next_request_elsewhere(make_manager, emulator):
+    config = router_config(emulator)
+    config["providers"][0]["rpm"] = 1
+    manager = make_manager(config)
+    assert manager.process_request(ask(), strategy="priority").provider_name == "openai"
+    # openai has used its one request this minute: the next goes to the next candidate.
+    assert manager.process_request(ask(), strategy="priority").provider_name == "anthropic"
+    assert emulator.counters()["openai"]["requests"] == 1
