@@ -25,7 +25,9 @@ from router.catalog import price
 from router.errors import (
     MalformedResponseError,
     ProviderError,
+    ProviderTimeoutError,
     RequestCancelledError,
+    RequestTimeoutError,
     RouterError,
 )
 from router.ledger.base import UsageRecord
@@ -155,6 +157,11 @@ def run_attempt(
             Outcome(attempt, None, RequestCancelledError("cancelled"), 0.0, cancelled=True),
         )
         return
+    # What is left of the caller's deadline bounds the wait for bytes when it is shorter
+    # than the provider's own timeout; running out of it is then the caller's deadline, not a
+    # provider failure (no breaker count).
+    remaining = job.remaining()
+    deadline_bound = remaining < ctx.client.read_timeout
     try:
         http_request = ctx.adapter.build_request(
             job.request,
@@ -163,7 +170,9 @@ def run_attempt(
             base_url=ctx.base_url,
             stream=job.is_stream,
         )
-        response = ctx.client.send(http_request)
+        response = ctx.client.send(
+            http_request, read_timeout=max(0.001, remaining) if deadline_bound else None
+        )
         if response.status_code >= 400:
             body = response.content
             raise _without_key(
@@ -177,6 +186,16 @@ def run_attempt(
             return
         body = decode_json(response, ctx.name)
         result = ctx.adapter.parse_response(body, model=attempt.candidate.model)
+    except ProviderTimeoutError as timed_out:
+        if deadline_bound:
+            timeout = job.deadline - job.created
+            job.fail(RequestTimeoutError(f"no answer within {timeout:g}s"))
+            cancelled = RequestCancelledError("the request's deadline passed")
+            outcome = Outcome(attempt, None, cancelled, _ms(started), cancelled=True)
+        else:
+            outcome = Outcome(attempt, None, timed_out, _ms(started))
+        _tell(provider_ref, outcome)
+        return
     except RouterError as error:
         _tell(provider_ref, Outcome(attempt, None, error, _ms(started)))
         return

@@ -23,9 +23,12 @@ from router.errors import RouterError
 from router.health import percentile
 from router.models import AIRequest, AIResponse, ProviderSelection, StreamChunk
 
-__all__ = ["Job", "JobRegistry", "StreamFailure"]
+__all__ = ["Job", "JobRegistry", "StreamFailure", "FINISHED"]
 
 _ids = itertools.count(1)
+
+#: Put in an inline job's inbox when the job is finished: the waiting caller stops waiting.
+FINISHED = object()
 
 
 class StreamFailure:
@@ -63,6 +66,7 @@ class Job:
         "attempts",
         "total_candidates",
         "timer",
+        "inbox",
         "_lock",
         "_done",
         "_on_cancel",
@@ -78,6 +82,7 @@ class Job:
         timeout: float,
         registry: JobRegistry,
         stream: bool = False,
+        inline: bool = False,
     ) -> None:
         # Unique across processes too: the id keys reservations and usage records in a shared
         # ledger, where a collision would drop a record as a duplicate.
@@ -99,6 +104,12 @@ class Job:
         self.attempts = 0
         self.total_candidates = 0
         self.timer: Any = None
+        # The caller's own queue while it waits on its thread (``inline``): the provider actor
+        # hands the attempt over there, so the HTTP call runs on the caller's thread instead
+        # of a worker's (one thread hand-off less each way). Streams share ``chunks``.
+        self.inbox: queue.SimpleQueue | None = None
+        if inline:
+            self.inbox = self.chunks if self.chunks is not None else queue.SimpleQueue()
         self._lock = threading.Lock()
         self._done = False
         self._on_cancel: list[Callable[[], object]] = []
@@ -124,6 +135,7 @@ class Job:
         if self.chunks is not None and final_chunk is not None:
             self.chunks.put(final_chunk)
         self.future.set(response)
+        self._wake_inline()
         self._registry.finished(self, response, None)
         return True
 
@@ -149,6 +161,7 @@ class Job:
             else:
                 self.chunks.put(StreamFailure(error))
         self.future.set_exception(_exc_info(error))
+        self._wake_inline()
         for hook in hooks:
             try:
                 hook()
@@ -189,6 +202,38 @@ class Job:
         self.chunks.put(list(chunks))
         return True
 
+    def _wake_inline(self) -> None:
+        inbox = self.inbox
+        if inbox is not None and self.chunks is None:  # a stream's consumer is woken by chunks
+            inbox.put(FINISHED)
+
+    def offer_inline(self, task: Callable[[], object]) -> bool:
+        """Hand ``task`` to the caller waiting on its own thread; False if it is not waiting.
+
+        Checked under the job's lock against :meth:`detach_inline`, so a task is either run by
+        the caller or refused here (and run by a worker), never left in an abandoned queue.
+        """
+        with self._lock:
+            if self.inbox is None or self._done:
+                return False
+            self.inbox.put(task)
+            return True
+
+    def detach_inline(self) -> list[Callable[[], object]]:
+        """The caller stops waiting: later tasks go to workers; returns tasks still queued."""
+        with self._lock:
+            inbox, self.inbox = self.inbox, None
+        if inbox is None or self.chunks is not None:
+            return []
+        left: list[Callable[[], object]] = []
+        while True:
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                return left
+            if item is not FINISHED:
+                left.append(item)
+
     def on_cancel(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` (e.g. close the HTTP response) if the job is failed/cancelled early."""
         with self._lock:
@@ -223,6 +268,27 @@ class JobRegistry:
         self.errors_by_type: dict[str, int] = {}
         self.by_model: dict[str, dict[str, float]] = {}
         self._latencies: deque[float] = deque(maxlen=latency_window)
+        # Attempts running on callers' threads right now (``stop()`` waits for them as it
+        # waits for the workers, so their settlements land before the budget actor stops).
+        self._inline_running = 0
+        self._inline_idle = threading.Condition(self._lock)
+
+    def run_inline(self, task: Callable[[], object]) -> None:
+        """Run an attempt handed to a waiting caller, on the caller's thread."""
+        with self._lock:
+            self._inline_running += 1
+        try:
+            task()
+        finally:
+            with self._lock:
+                self._inline_running -= 1
+                if not self._inline_running:
+                    self._inline_idle.notify_all()
+
+    def wait_inline(self, timeout: float) -> bool:
+        """Wait until no attempt runs on a caller's thread; False on timeout."""
+        with self._lock:
+            return self._inline_idle.wait_for(lambda: not self._inline_running, timeout)
 
     def add(self, job: Job) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 import pykka
@@ -179,16 +180,24 @@ class ProviderActor(RouterActor):
         # A success may be reported lazily unless this attempt is a half-open trial, whose
         # result must close (or reopen) the breaker at once.
         defer_success = self.deferred is not None and self.breaker.state == CircuitState.CLOSED
+        task = partial(
+            run_attempt,
+            self.context,
+            attempt,
+            self.api_key,
+            self.actor_ref,
+            self.budget,
+            defer_success,
+        )
         try:
-            self.executor.submit(
-                run_attempt,
-                self.context,
-                attempt,
-                self.api_key,
-                self.actor_ref,
-                self.budget,
-                defer_success,
-            )
+            # A caller waiting on its own thread runs the attempt there (no worker wake-up,
+            # no hand-back); past max_concurrency in flight it queues on the pool instead.
+            if not (
+                self.in_flight <= self.config.max_concurrency
+                and job.inbox is not None
+                and job.offer_inline(task)
+            ):
+                self.executor.submit(task)
         except RuntimeError:  # the pool is shut down: the manager is stopping
             self.in_flight -= 1
             self.breaker.release_trial()
