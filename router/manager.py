@@ -26,7 +26,7 @@ from router.actors.budget import BudgetActor
 from router.actors.deferred import DeferredMessages
 from router.actors.messages import Dispatch, ExpireReservations, Reconfigure
 from router.actors.provider import ProviderActor
-from router.actors.supervisor import SupervisorActor
+from router.actors.supervisor import SupervisorActor, dispatch_direct
 from router.actors.writeahead import WriteAheadSettlements, pending_directory
 from router.attempt import AttemptContext
 from router.budget import BudgetAlert
@@ -204,6 +204,7 @@ class AIProviderManager:
         self._clients: dict[str, HttpClient] = {}
         self._expire_timer: Any = None
         self._audit: Any = None
+        self._direct: tuple[Planner, dict[str, HealthSnapshot]] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -263,6 +264,8 @@ class AIProviderManager:
         settlements.target = self._budget
         # The supervisor's snapshot cache; providers publish into it (see ProviderActor._push).
         board: dict[str, HealthSnapshot] = {}
+        # Without budgets a caller whose request has one candidate skips the supervisor.
+        self._direct = None if has_budgets else (planner, board)
         self._supervisor = SupervisorActor.start(
             planner, has_budgets=has_budgets, clock=self._clock, snapshots=board
         )
@@ -404,7 +407,13 @@ class AIProviderManager:
             lambda: job.fail(RequestTimeoutError(f"no answer within {timeout:g}s")),
         )
         try:
-            self._supervisor.tell(Dispatch(job))
+            if self._direct is not None:
+                planner, board = self._direct
+                dispatch = dispatch_direct(job, planner, board, self._providers, self._clock())
+            else:
+                dispatch = Dispatch(job)
+            if dispatch is not None:
+                self._supervisor.tell(dispatch)
         except pykka.ActorDeadError:
             job.fail(ManagerStoppedError("the router was stopped"))
         return job

@@ -31,9 +31,10 @@ __all__ = [
 
 
 class Dispatch(NamedTuple):
-    """A new request from a caller."""
+    """A new request from a caller (``plan``: made on the caller's thread, if it was)."""
 
     job: Job
+    plan: Any = None
 
 
 class HealthUpdate(NamedTuple):

@@ -36,7 +36,7 @@ from router.errors import (
 )
 from router.health import HealthSnapshot
 from router.jobs import Job
-from router.planner import Planner
+from router.planner import Plan, Planner
 from router.strategies import Candidate, StrategyState, order_candidates
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class SupervisorActor(RouterActor):
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Dispatch):
-            self._on_dispatch(message.job)
+            self._on_dispatch(message.job, message.plan)
         elif isinstance(message, HealthUpdate):
             self.snapshots[message.snapshot.name] = message.snapshot
         elif isinstance(message, AttemptFailed):
@@ -101,11 +101,12 @@ class SupervisorActor(RouterActor):
         rows += [{"candidate": key, "reason": why} for key, why in plan.reasons.items()]
         return rows
 
-    def _on_dispatch(self, job: Job) -> None:
+    def _on_dispatch(self, job: Job, plan: Plan | None = None) -> None:
         if job.done:
             return
         try:
-            plan = self.planner.plan(job.request, job.selection)
+            if plan is None:
+                plan = self.planner.plan(job.request, job.selection)
             ordered = order_candidates(job.strategy, plan.candidates, self.snapshots, self.state)
         except RouterError as error:
             job.fail(error)
@@ -165,14 +166,7 @@ class SupervisorActor(RouterActor):
         job.fail(self._exhausted(job))
 
     def _skip_reason(self, candidate: Candidate, now: float) -> str | None:
-        snap = self.snapshots.get(candidate.provider)
-        if snap is None:
-            return None
-        if snap.disabled_reason:
-            return f"unavailable: {snap.disabled_reason}"
-        if snap.circuit_state == "open" and snap.circuit_retry_at and snap.circuit_retry_at > now:
-            return f"circuit open (retry in {snap.circuit_retry_at - now:.1f}s)"
-        return None
+        return skip_reason(candidate, self.snapshots, now)
 
     def _on_attempt_failed(self, message: AttemptFailed) -> None:
         job, candidate, error = message.job, message.candidate, message.error
@@ -201,6 +195,52 @@ class SupervisorActor(RouterActor):
             errors=dict(job.errors),
             retry_after=retry_after,
         )
+
+
+def skip_reason(
+    candidate: Candidate, snapshots: dict[str, HealthSnapshot], now: float
+) -> str | None:
+    """Why the candidate's provider cannot be tried now (its last snapshot), or None."""
+    snap = snapshots.get(candidate.provider)
+    if snap is None:
+        return None
+    if snap.disabled_reason:
+        return f"unavailable: {snap.disabled_reason}"
+    if snap.circuit_state == "open" and snap.circuit_retry_at and snap.circuit_retry_at > now:
+        return f"circuit open (retry in {snap.circuit_retry_at - now:.1f}s)"
+    return None
+
+
+def dispatch_direct(
+    job: Job,
+    planner: Planner,
+    snapshots: dict[str, HealthSnapshot],
+    providers: dict[str, Any],
+    now: float,
+) -> Dispatch | None:
+    """On the caller's thread: send the job straight to its provider when nothing is to choose.
+
+    With one candidate no strategy has anything to order and, without budgets, nothing needs
+    reserving: the supervisor would only forward the job (a thread hand-off of its own). The
+    planner is pure and the snapshots are immutable, so the caller plans here and tells the
+    provider. A failed attempt still goes to the supervisor (``AttemptFailed``), which ends the
+    job with the error it would have given. Returns None when the job was sent, else the
+    ``Dispatch`` to tell the supervisor (with the plan, so it is not made twice).
+    """
+    try:
+        plan = planner.plan(job.request, job.selection)
+    except (RouterError, ValueError):
+        return Dispatch(job)  # the supervisor plans again and reports the error
+    if len(plan.candidates) != 1 or plan.reasons or plan.budget_refusals:
+        return Dispatch(job, plan)
+    candidate = plan.candidates[0]
+    ref = providers.get(candidate.provider)
+    if ref is None or skip_reason(candidate, snapshots, now) is not None:
+        return Dispatch(job, plan)
+    job.estimated_input_tokens = plan.estimated_input_tokens
+    job.total_candidates = 1
+    ref.tell(Attempt(job, candidate, None, True))
+    return None
 
 
 def _reasons_text(reasons: dict[str, str]) -> str:
