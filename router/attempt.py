@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from router.errors import (
 from router.ledger.base import UsageRecord
 from router.models import AIResponse, ProviderType, StreamChunk, Usage
 from router.providers.base import ProviderAdapter, StreamAccumulator
-from router.transport import HttpClient, decode_json, iter_sse_events
+from router.transport import HttpClient, SSEDecoder, decode_json, iter_reads
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class AttemptContext:
     # router.actors.deferred.DeferredMessages: Settles are queued there instead of told
     # (one budget-actor wake-up per batch, not per request); None: tell the budget actor.
     settlements: Any = None
+    # Bounds attempts in flight to ``max_concurrency`` on any thread (threading.Semaphore).
+    slots: Any = None
     # The provider actor's DeferredMessages: a success Outcome may be queued there (see
     # run_attempt's ``defer_success``); failures are always told.
     outcomes: Any = None
@@ -141,22 +144,74 @@ def run_attempt(
     provider_ref: Any,
     budget_ref: Any,
     defer_success: bool = False,
-) -> None:
-    """Worker entry point; never raises (every outcome is reported as a message).
+    *,
+    pull: bool = False,
+) -> Iterator[list[StreamChunk]] | None:
+    """Run one attempt; never raises (every outcome is reported as a message).
 
     ``defer_success``: the provider allows this attempt's success to be queued in
     ``ctx.outcomes`` instead of told (its breaker was closed when it admitted the attempt;
     a half-open trial's result is always told at once).
+
+    ``pull``: for a stream whose caller reads it on its own thread, return the stream's steps
+    (see ``_stream_steps``) once the answer's headers are in, instead of driving them here.
     """
-    defer_success = defer_success and ctx.outcomes is not None
     job = attempt.job
-    started = time.perf_counter()
     if job.done:
         _tell(
             provider_ref,
             Outcome(attempt, None, RequestCancelledError("cancelled"), 0.0, cancelled=True),
         )
-        return
+        return None
+    # One of the provider's ``max_concurrency`` slots, whichever thread runs the attempt (a
+    # worker, or a caller reading on its own thread); the wait is bounded by the deadline.
+    slots = ctx.slots if ctx.slots is not None else _UNBOUNDED
+    if not slots.acquire(timeout=max(0.0, job.remaining())):
+        _deadline_passed(job)
+        _tell(
+            provider_ref,
+            Outcome(attempt, None, RequestCancelledError("deadline"), 0.0, cancelled=True),
+        )
+        return None
+    slot = [slots.release]  # emptied when a stream's steps take the slot over
+    try:
+        return _run(ctx, attempt, api_key, provider_ref, budget_ref, defer_success, pull, slot)
+    finally:
+        if slot:
+            slot.pop()()
+
+
+class _Unbounded:
+    """The slots of a context built without a limit (tests building contexts by hand)."""
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+_UNBOUNDED = _Unbounded()
+
+
+def _deadline_passed(job: Any) -> None:
+    timeout = job.deadline - job.created
+    job.fail(RequestTimeoutError(f"no answer within {timeout:g}s"))
+
+
+def _run(
+    ctx: AttemptContext,
+    attempt: Attempt,
+    api_key: str | None,
+    provider_ref: Any,
+    budget_ref: Any,
+    defer_success: bool,
+    pull: bool,
+    slot: list[Callable[[], object]],
+) -> Iterator[list[StreamChunk]] | None:
+    defer_success = defer_success and ctx.outcomes is not None
+    job = attempt.job
+    started = time.perf_counter()
     # What is left of the caller's deadline bounds the wait for bytes when it is shorter
     # than the provider's own timeout; running out of it is then the caller's deadline, not a
     # provider failure (no breaker count).
@@ -182,14 +237,26 @@ def run_attempt(
                 api_key,
             )
         if job.is_stream:
-            _run_stream(ctx, attempt, response, started, provider_ref, budget_ref, defer_success)
-            return
+            steps = _stream_steps(
+                ctx,
+                attempt,
+                response,
+                started,
+                provider_ref,
+                budget_ref,
+                defer_success,
+                slot.pop(),
+            )
+            next(steps)  # prime: the response is now closed and reported however it ends
+            if pull:
+                return steps
+            pump(job, steps)
+            return None
         body = decode_json(response, ctx.name)
         result = ctx.adapter.parse_response(body, model=attempt.candidate.model)
     except ProviderTimeoutError as timed_out:
         if deadline_bound:
-            timeout = job.deadline - job.created
-            job.fail(RequestTimeoutError(f"no answer within {timeout:g}s"))
+            _deadline_passed(job)
             cancelled = RequestCancelledError("the request's deadline passed")
             outcome = Outcome(attempt, None, cancelled, _ms(started), cancelled=True)
         else:
@@ -232,71 +299,124 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def _run_stream(
+def _stream_steps(
     ctx: AttemptContext,
     attempt: Attempt,
     response: Any,
     started: float,
     provider_ref: Any,
     budget_ref: Any,
-    defer_success: bool = False,
-) -> None:
+    defer_success: bool,
+    release_slot: Callable[[], object],
+) -> Iterator[list[StreamChunk]]:
+    """Read the stream; yields the content chunks of each network read, then settles.
+
+    Every batch is yielded before the next read (which may block), so nothing that has
+    arrived waits, and the first chunk is yielded alone at once. Whoever drives this (a worker
+    emitting each batch to the job, or the caller's own thread pulling it) closes it to
+    cancel: the tokens seen so far are billed as ``partial``. The final chunk or the error
+    reaches the caller through the job (``resolve``/``fail``) after the last batch.
+    """
     job = attempt.job
     parser = ctx.adapter.new_stream_parser(model=attempt.candidate.model, provider=ctx.name)
     accumulator = StreamAccumulator()
+    decoder = SSEDecoder(ctx.name)
     job.on_cancel(response.close)
     final: StreamChunk | None = None
     error: RouterError | None = None
-    # Chunks parsed from one network read are handed to the caller together, just before
-    # the next read (which may block): one consumer wake-up per read instead of per event,
-    # and nothing that has arrived waits for more data.
     pending: list[StreamChunk] = []
 
-    def hand_over() -> None:
-        if pending:
-            batch = pending[:]
-            pending.clear()
-            if not job.emit_many(batch):
-                raise RequestCancelledError("the caller closed the stream")
-
-    try:
-        for event, data in iter_sse_events(response, ctx.name, hand_over):
+    def take(events: list[tuple[str, str]]) -> None:
+        nonlocal final
+        for event, data in events:
             for chunk in parser.feed(event, data):
                 if chunk.is_complete:
                     final = chunk
                 else:
                     accumulator.add(chunk)
                     pending.append(chunk)
-                    if not job.started:
-                        hand_over()  # the first chunk never waits for the rest of its read
-            if final is not None:
-                break
-            if job.done:
-                raise RequestCancelledError("the caller closed the stream")
-        if final is None:
-            for chunk in parser.finish():
-                if chunk.is_complete:
-                    final = chunk
-                else:
-                    accumulator.add(chunk)
-                    pending.append(chunk)
-        hand_over()
-    except RouterError as exc:
-        error = exc
-        if pending:  # what was parsed before the failure still reaches the caller first
-            job.emit_many(pending)
-    except Exception as exc:
-        if pending:
-            job.emit_many(pending)
-        if job.done:
+
+    try:
+        try:
+            # Primed by run_attempt: from here on, closing the steps (even before the first
+            # read) ends up below, where the attempt is billed and reported.
+            yield []
+            for data in iter_reads(response, ctx.name):
+                for event in decoder.feed(data):
+                    take([event])
+                    if pending and not job.started:
+                        batch, pending = pending, []
+                        yield batch  # the first chunk never waits for the rest of its read
+                    if final is not None:
+                        break
+                if final is not None:
+                    break
+                if pending:
+                    batch, pending = pending, []
+                    yield batch
+                if job.done:
+                    raise RequestCancelledError("the caller closed the stream")
+            if final is None:
+                take(decoder.finish())
+            if final is None:
+                for chunk in parser.finish():
+                    if chunk.is_complete:
+                        final = chunk
+                    else:
+                        accumulator.add(chunk)
+                        pending.append(chunk)
+        except RouterError as exc:
+            error = exc
+        except GeneratorExit:
             error = RequestCancelledError("the caller closed the stream")
-        else:
-            logger.exception("%s: unexpected error in stream", ctx.name)
-            error = MalformedResponseError(f"unexpected {type(exc).__name__}", provider=ctx.name)
+            pending = []
+        except Exception as exc:
+            if job.done:
+                error = RequestCancelledError("the caller closed the stream")
+            else:
+                logger.exception("%s: unexpected error in stream", ctx.name)
+                error = MalformedResponseError(
+                    f"unexpected {type(exc).__name__}", provider=ctx.name
+                )
+        if pending:  # what was parsed before the end (or a failure) reaches the caller first
+            try:
+                yield pending
+            except GeneratorExit:
+                error = RequestCancelledError("the caller closed the stream")
     finally:
         job.clear_cancel_hooks()
         response.close()
+    try:
+        _settle_stream(
+            ctx,
+            attempt,
+            parser,
+            accumulator,
+            final,
+            error,
+            started,
+            provider_ref,
+            budget_ref,
+            defer_success,
+        )
+    finally:
+        release_slot()  # after the settlement: the next attempt sees this one billed
 
+
+def _settle_stream(
+    ctx: AttemptContext,
+    attempt: Attempt,
+    parser: Any,
+    accumulator: StreamAccumulator,
+    final: StreamChunk | None,
+    error: RouterError | None,
+    started: float,
+    provider_ref: Any,
+    budget_ref: Any,
+    defer_success: bool,
+) -> None:
+    """Finish a stream attempt: resolve and bill it, or bill what it produced and report."""
+    job = attempt.job
     latency = _ms(started)
     info = attempt.candidate.info
     if error is None and final is not None:
@@ -371,3 +491,11 @@ def _run_stream(
             partial_cost=cost,
         ),
     )
+
+
+def pump(job: Any, steps: Iterator[list[StreamChunk]]) -> None:
+    """Drive a stream attempt on a worker: hand each batch to the job's consumer."""
+    for batch in steps:
+        if not job.emit_many(batch):
+            steps.close()  # the caller closed the stream: bill what was read
+            return

@@ -174,12 +174,9 @@ class Job:
         """Deliver a content chunk to the stream consumer; False once the job is finished."""
         if self._done or self.chunks is None:
             return False
-        if not self.started:
-            self.started = True
-            # A stream that has started is bounded by the provider's read timeout instead:
-            # a long answer that keeps flowing must not be cut by the request deadline.
-            if self.timer is not None:
-                self.timer.cancel()
+        # A stream that has started is bounded by the provider's read timeout instead: a
+        # long answer that keeps flowing must not be cut by the request deadline.
+        self.mark_started()
         self.chunks.put(chunk)
         return True
 
@@ -195,10 +192,7 @@ class Job:
             return self.emit(chunks[0])
         if self._done or self.chunks is None:
             return False
-        if not self.started:
-            self.started = True
-            if self.timer is not None:
-                self.timer.cancel()
+        self.mark_started()
         self.chunks.put(list(chunks))
         return True
 
@@ -207,7 +201,7 @@ class Job:
         if inbox is not None and self.chunks is None:  # a stream's consumer is woken by chunks
             inbox.put(FINISHED)
 
-    def offer_inline(self, task: Callable[[], object]) -> bool:
+    def offer_inline(self, task: Callable[..., object]) -> bool:
         """Hand ``task`` to the caller waiting on its own thread; False if it is not waiting.
 
         Checked under the job's lock against :meth:`detach_inline`, so a task is either run by
@@ -219,20 +213,36 @@ class Job:
             self.inbox.put(task)
             return True
 
-    def detach_inline(self) -> list[Callable[[], object]]:
-        """The caller stops waiting: later tasks go to workers; returns tasks still queued."""
+    def attach_inline(self) -> None:
+        """A stream's consumer reads on its own thread from now on (see ``offer_inline``)."""
+        with self._lock:
+            if not self._done and self.chunks is not None:
+                self.inbox = self.chunks
+
+    def detach_inline(self) -> list[Callable[..., object]]:
+        """The caller stops waiting: later tasks go to workers; returns tasks still queued.
+
+        Each returned task must still be run (it sees the job finished and reports the
+        attempt cancelled, so its provider's in-flight count is released).
+        """
         with self._lock:
             inbox, self.inbox = self.inbox, None
-        if inbox is None or self.chunks is not None:
-            return []
-        left: list[Callable[[], object]] = []
-        while True:
+        left: list[Callable[..., object]] = []
+        while inbox is not None:
             try:
                 item = inbox.get_nowait()
             except queue.Empty:
-                return left
-            if item is not FINISHED:
+                break
+            if callable(item):
                 left.append(item)
+        return left
+
+    def mark_started(self) -> None:
+        """A chunk reached the caller directly (it reads the stream itself): no failover."""
+        if not self.started:
+            self.started = True
+            if self.timer is not None:
+                self.timer.cancel()
 
     def on_cancel(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` (e.g. close the HTTP response) if the job is failed/cancelled early."""
@@ -273,12 +283,12 @@ class JobRegistry:
         self._inline_running = 0
         self._inline_idle = threading.Condition(self._lock)
 
-    def run_inline(self, task: Callable[[], object]) -> None:
-        """Run an attempt handed to a waiting caller, on the caller's thread."""
+    def run_inline(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run (a step of) an attempt handed to a waiting caller, on the caller's thread."""
         with self._lock:
             self._inline_running += 1
         try:
-            task()
+            return step(*args, **kwargs)
         finally:
             with self._lock:
                 self._inline_running -= 1

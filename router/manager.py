@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -116,16 +117,34 @@ class ChunkStream:
     usage and cost) or is an error chunk; if the request fails before anything was delivered,
     iterating raises the typed error instead. ``close()`` (or leaving a ``with`` block) cancels
     the HTTP stream; the tokens seen are still billed.
+
+    The stream is read on the thread that iterates it: the provider actor hands the admitted
+    attempt to the waiting iterator, which sends the request and reads and parses each network
+    read itself (no worker, no hand-over per read). A stream admitted while the provider has
+    ``max_concurrency`` attempts in flight, or before the first ``next()``, is read by a worker
+    and its chunks handed over instead; either way the chunks are the same.
     """
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, registry: JobRegistry) -> None:
         self._job = job
+        self._registry = registry
         self._finished = False
-        self._batch: list[StreamChunk] = []  # the rest of a batch the worker handed over
+        self._attached = False
+        self._batch: deque[StreamChunk] = deque()  # chunks of one read not yet returned
+        self._steps: Iterator[list[StreamChunk]] | None = None  # read on this thread
+        self._stepping = threading.Lock()  # held while this thread reads the stream
 
     @property
     def future(self) -> pykka.ThreadingFuture:
-        """Resolves to the assembled ``AIResponse`` when the stream completes."""
+        """Resolves to the assembled ``AIResponse`` when the stream completes.
+
+        If this thread is reading the stream, asking for the future reads the rest of it now
+        (the chunks stay available to iterate).
+        """
+        while self._steps is not None:
+            batch = self._step()
+            if batch:
+                self._batch.extend(batch)
         return self._job.future
 
     def __iter__(self) -> Iterator[StreamChunk]:
@@ -133,33 +152,85 @@ class ChunkStream:
 
     def __next__(self) -> StreamChunk:
         if self._batch:
-            return self._batch.pop()
+            return self._batch.popleft()
         if self._finished:
             raise StopIteration
-        assert self._job.chunks is not None
+        job = self._job
+        assert job.chunks is not None
+        if not self._attached:
+            self._attached = True
+            job.attach_inline()
         while True:
+            if self._steps is not None:
+                batch = self._step()
+                if batch:
+                    self._batch.extend(batch)
+                    return self._batch.popleft()
+                continue
             try:
-                item = self._job.chunks.get(timeout=max(1.0, self._job.remaining() + 1.0))
-                break
+                item = job.chunks.get(timeout=max(1.0, job.remaining() + 1.0))
             except queue.Empty:
-                if self._job.done and not self._job.started:
+                if job.done and not job.started:
                     continue
-                self._job.fail(RequestTimeoutError("the stream stalled past its deadline"))
-        if isinstance(item, list):  # several content chunks from one network read
-            item.reverse()
-            self._batch = item
-            return self._batch.pop()
-        if isinstance(item, StreamFailure):
-            self._finished = True
-            raise item.error
-        if item.is_complete:
-            self._finished = True
-        return item
+                job.fail(RequestTimeoutError("the stream stalled past its deadline"))
+                continue
+            if callable(item):  # the admitted attempt: send it and read it here
+                steps = self._registry.run_inline(item, pull=True)
+                if steps is not None:
+                    self._steps = steps
+                    job.on_cancel(self._abort)
+                continue
+            if isinstance(item, list):  # several content chunks from one network read
+                self._batch.extend(item)
+                return self._batch.popleft()
+            if isinstance(item, StreamFailure):
+                self._finish()
+                raise item.error
+            if item.is_complete:
+                self._finish()
+            return item
+
+    def _step(self) -> list[StreamChunk] | None:
+        """Read the next batch of chunks on this thread; None when the attempt has ended."""
+        with self._stepping:
+            steps = self._steps
+            if steps is None:
+                return None
+            try:
+                batch = self._registry.run_inline(next, steps)
+            except StopIteration:
+                self._steps = None
+                return None
+            job = self._job
+            if batch:
+                job.mark_started()
+            if job.done:  # failed meanwhile (stop, close): bill what was read
+                self._steps = None
+                self._registry.run_inline(steps.close)
+            return batch
+
+    def _abort(self) -> None:
+        # The job was failed from another thread (stop(), a deadline, close()): end the
+        # attempt now unless this stream's thread is reading it (it ends it after the read).
+        if self._stepping.acquire(blocking=False):
+            try:
+                steps, self._steps = self._steps, None
+                if steps is not None:
+                    self._registry.run_inline(steps.close)
+            finally:
+                self._stepping.release()
+
+    def _finish(self) -> None:
+        self._finished = True
+        for task in self._job.detach_inline():  # admitted as the stream ended: report them
+            self._registry.run_inline(task)
 
     def close(self) -> None:
         if not self._finished:
-            self._finished = True
             self._job.fail(RequestCancelledError("the caller closed the stream"))
+            self._abort()
+            self._batch.clear()
+            self._finish()
 
     def __enter__(self) -> ChunkStream:
         return self
@@ -290,6 +361,7 @@ class AIProviderManager:
                 audit=self._audit,
                 settlements=settlements,
                 outcomes=(outcomes := DeferredMessages(self._scheduler)),
+                slots=threading.Semaphore(provider.max_concurrency),
             )
             self._clients[provider.name] = client
             self._executors[provider.name] = executor
@@ -496,7 +568,7 @@ class AIProviderManager:
             timeout=timeout,
             stream=True,
         )
-        return ChunkStream(job)
+        return ChunkStream(job, self._registry)
 
     # --- insight -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ exception is mapped to the router's hierarchy here, in one place.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -23,7 +23,7 @@ from router.errors import (
 )
 from router.providers.base import HTTPRequest
 
-__all__ = ["HttpClient", "iter_sse_events", "decode_json"]
+__all__ = ["HttpClient", "SSEDecoder", "decode_json", "iter_reads"]
 
 
 class HttpClient:
@@ -116,71 +116,93 @@ def decode_json(response: requests.Response, provider: str) -> dict[str, Any]:
     return body
 
 
-def _raw_chunks(
-    response: requests.Response, before_read: Callable[[], object] | None = None
-) -> Iterator[bytes]:
-    """Bytes as they arrive: one HTTP chunk at a time, never waiting to fill a buffer.
+def iter_reads(response: requests.Response, provider: str) -> Iterator[bytes]:
+    """A streamed body's bytes as they arrive: one network read (or HTTP chunk) at a time.
 
-    ``before_read`` runs before every read that may block: the caller hands over what it
-    parsed from the previous reads there, so nothing that has arrived waits for more.
+    Never waits to fill a buffer. A reset, a protocol error or a read timeout becomes
+    ``ProviderConnectionError``.
     """
+    import urllib3.exceptions
+
     raw = response.raw
-    if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked"):
-        source: Iterator[bytes] = raw.read_chunked(decode_content=True)
-    else:
-        read = raw.read1 if hasattr(raw, "read1") else None
-
-        def reads() -> Iterator[bytes]:
-            while True:
-                data = read(65536, decode_content=True) if read else raw.read(1)
-                if not data:
-                    return
-                yield data
-
-        source = reads()
-    for data in _announced(source, before_read):
-        if data:
-            yield data
-
-
-def _announced(source: Iterator[bytes], before_read: Callable[[], object] | None):
-    if before_read is None:
-        yield from source
-        return
-    while True:
-        before_read()
-        data = next(source, None)
-        if data is None:
-            return
-        yield data
-
-
-def iter_sse_events(
-    response: requests.Response,
-    provider: str,
-    before_read: Callable[[], object] | None = None,
-) -> Iterator[tuple[str, str]]:
-    """(event, data) pairs from an SSE response, each delivered as soon as it is complete.
-
-    ``before_read`` (optional) runs before each network read (see ``_raw_chunks``).
-    """
-    import sseclient  # imported lazily: only streams need it
-
     try:
-        for event in sseclient.SSEClient(_raw_chunks(response, before_read)).events():
-            yield event.event, event.data
-    except (requests.RequestException, OSError, ValueError) as exc:
-        # urllib3 ProtocolError, a reset, or a read timeout mid-stream.
+        if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked"):
+            for data in raw.read_chunked(decode_content=True):
+                if data:
+                    yield data
+            return
+        read = raw.read1 if hasattr(raw, "read1") else None
+        while True:
+            data = read(65536, decode_content=True) if read else raw.read(1)
+            if not data:
+                return
+            yield data
+    except (requests.RequestException, OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
         if isinstance(exc, ProviderError):
             raise
         raise ProviderConnectionError(
             f"stream broke: {type(exc).__name__}", provider=provider
         ) from exc
-    except Exception as exc:
-        import urllib3.exceptions
 
-        if isinstance(exc, urllib3.exceptions.HTTPError):
-            raise ProviderConnectionError(
-                f"stream broke: {type(exc).__name__}", provider=provider
-            ) from exc
-        raise
+
+class SSEDecoder:
+    """Incremental Server-Sent Events decoder: feed bytes as they arrive, get whole events.
+
+    Push-style on purpose: the stream attempt hands every event that is complete to the caller
+    *before* its next network read, which may block, and it must know where a read ends to do
+    that. sseclient-py only offers a pull iterator that reads on its own (and joined each event
+    line by line, ~2.4 µs per event against ~0.8 µs here). Same rules (WHATWG "event stream
+    interpretation"): lines end in CRLF, LF or CR; a blank line ends an event; ``data`` lines
+    are joined with LF; ``event`` names it (default ``message``); comments, ``id`` and
+    ``retry`` are ignored; an event without data is not dispatched. The test suite checks it
+    against sseclient-py on every recorded stream, split at every byte.
+    """
+
+    def __init__(self, provider: str = "") -> None:
+        self._provider = provider
+        self._buffer = b""
+        self._cr = False  # the last read ended in CR: it may be the first half of a CRLF
+
+    def feed(self, data: bytes) -> list[tuple[str, str]]:
+        """The (event, data) pairs completed by ``data``."""
+        if self._cr:
+            data = b"\r" + data
+        self._cr = data.endswith(b"\r")
+        if self._cr:
+            data = data[:-1]
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer + data
+        if b"\n\n" not in buffer:
+            self._buffer = buffer
+            return []
+        *blocks, self._buffer = buffer.split(b"\n\n")
+        return [event for block in blocks if (event := self._event(block)) is not None]
+
+    def finish(self) -> list[tuple[str, str]]:
+        """At the end of the body: an event left without its blank line (as sseclient-py)."""
+        rest, self._buffer, self._cr = self._buffer, b"", False
+        event = self._event(rest) if rest.strip() else None
+        return [event] if event is not None else []
+
+    def _event(self, block: bytes) -> tuple[str, str] | None:
+        name = "message"
+        lines: list[bytes] = []
+        for line in block.split(b"\n"):
+            if not line or line[:1] == b":":
+                continue
+            field, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if field == b"data":
+                lines.append(value)
+            elif field == b"event":
+                name = value.decode("utf-8", "replace") or "message"
+        if not lines:
+            return None
+        try:
+            return name, b"\n".join(lines).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedResponseError(
+                "a stream event is not valid UTF-8", provider=self._provider or None
+            ) from None

@@ -191,12 +191,8 @@ class ProviderActor(RouterActor):
         )
         try:
             # A caller waiting on its own thread runs the attempt there (no worker wake-up,
-            # no hand-back); past max_concurrency in flight it queues on the pool instead.
-            if not (
-                self.in_flight <= self.config.max_concurrency
-                and job.inbox is not None
-                and job.offer_inline(task)
-            ):
+            # no hand-back); either way it takes one of the provider's max_concurrency slots.
+            if job.inbox is None or not job.offer_inline(task):
                 self.executor.submit(task)
         except RuntimeError:  # the pool is shut down: the manager is stopping
             self.in_flight -= 1
