@@ -45,10 +45,14 @@ class RouterActor(pykka.ThreadingActor):
         """Handle every deferred message now, oldest first."""
         if self.deferred is not None:
             batch = self.deferred.drain(flush=flush)
-            for message in batch:
-                self._guarded(message)
             if batch:
+                self.handle_deferred(batch)
                 self.deferred.batch_done()
+
+    def handle_deferred(self, batch: list[Any]) -> None:
+        """Handle a batch of deferred messages (an actor may apply them together)."""
+        for message in batch:
+            self._guarded(message)
 
     def on_receive(self, message: Any) -> Any:
         deferred = self.deferred

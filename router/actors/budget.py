@@ -195,33 +195,59 @@ class BudgetActor(RouterActor):
             self._reservations.pop(rid, None)
 
     def _on_settle(self, message: Settle) -> None:
-        record: UsageRecord = message.record
-        periods = periods_at(record.timestamp, self.tz)
-        record = _with_periods(record, periods)
-        held = (
-            self._reservations.pop(message.reservation_id, None) if message.reservation_id else None
-        )
-        if held is not None:
-            # Keys are passed even for a known reservation: if the store expired it meanwhile,
-            # the real cost still lands on the same limits (the store ignores them otherwise).
-            limits = held[0]
-            keys = [limit.key for limit in limits] + held[1]
+        self._settle_all([message])
+
+    def handle_deferred(self, batch: list[Any]) -> None:
+        # Workers defer only Settles: applied together, in one store transaction.
+        settles = [m for m in batch if isinstance(m, Settle)]
+        if len(settles) < len(batch):
+            super().handle_deferred([m for m in batch if not isinstance(m, Settle)])
+        if settles:
+            try:
+                self._settle_all(settles)
+            except LedgerUnavailableError as error:
+                logger.error("ledger write failed (Settle x%d): %s", len(settles), error)
+            except Exception:
+                logger.exception("BudgetActor failed on %d Settle(s)", len(settles))
+
+    def _settle_all(self, messages: list[Settle]) -> None:
+        """Book each record (on its reservation's keys) and check the limits they touch."""
+        items: list[tuple[str, UsageRecord, list[str]]] = []
+        touched: dict[str, BudgetLimit] = {}
+        for message in messages:
+            record: UsageRecord = message.record
+            periods = periods_at(record.timestamp, self.tz)
+            record = _with_periods(record, periods)
+            rid = message.reservation_id
+            held = self._reservations.pop(rid, None) if rid else None
+            if held is not None:
+                # Keys are passed even for a known reservation: if the store expired it
+                # meanwhile, the real cost still lands on the same limits (the store ignores
+                # them otherwise).
+                limits = held[0]
+                keys = [limit.key for limit in limits] + held[1]
+            else:
+                limits, tracking = self._limits_and_keys(record.provider, periods)
+                keys = [limit.key for limit in limits] + tracking
+            items.append((rid or f"settle-{record.request_id}", record, keys))
+            touched.update((limit.key, limit) for limit in limits)
+        settle_many = getattr(self.store, "settle_many", None)
+        if settle_many is not None and len(items) > 1:
+            settle_many(items)
         else:
-            limits, tracking = self._limits_and_keys(record.provider, periods)
-            keys = [limit.key for limit in limits] + tracking
-        rid = message.reservation_id or f"settle-{record.request_id}"
-        self.store.settle(rid, record, keys=keys)
-        if not limits:
+            for rid, record, keys in items:
+                self.store.settle(rid, record, keys=keys)
+        if not touched:
             return
         try:
-            totals = self.store.totals([limit.key for limit in limits])
+            totals = self.store.totals(list(touched))
         except LedgerUnavailableError as error:
             # The settlement itself is safe (a shared store journals it); alerts wait for the
             # next settlement that can read the totals.
             logger.debug("budget alerts not checked: %s", error)
             return
-        for limit in limits:
-            for alert in self.alerts.check(limit, totals[limit.key][0]):
+        for key, limit in touched.items():
+            for alert in self.alerts.check(limit, totals[key][0]):
                 self._deliver(alert)
 
     def _deliver(self, alert: BudgetAlert) -> None:

@@ -190,6 +190,17 @@ class LedgerStore(Protocol):
         """
         ...
 
+    def settle_many(
+        self, settlements: Sequence[tuple[str, UsageRecord, Sequence[str] | None]]
+    ) -> None:
+        """``settle(reservation_id, record, keys=keys)`` for each item, oldest first.
+
+        A store may apply them in one transaction (SQLite does: one commit for a batch
+        instead of one per record); the result is the same as settling them one by one.
+        """
+        for reservation_id, record, keys in settlements:
+            self.settle(reservation_id, record, keys=keys)
+
     def release(self, reservation_id: str) -> None:
         """Drop a reservation without spending; unknown ids are ignored (idempotent)."""
         ...

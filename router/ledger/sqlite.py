@@ -202,37 +202,82 @@ class SQLiteLedger(LedgerStore):
     def settle(
         self, reservation_id: str, record: UsageRecord, *, keys: Sequence[str] | None = None
     ) -> None:
+        self.settle_many([(reservation_id, record, keys)])
+
+    def settle_many(
+        self, settlements: Sequence[tuple[str, UsageRecord, Sequence[str] | None]]
+    ) -> None:
+        # One transaction and a handful of statements for the whole batch, not five per
+        # record: every statement releases and re-takes the GIL, which the threads serving
+        # requests then wait for.
+        if not settlements:
+            return
         with self._transaction("settle") as db:
-            held = self._drop(db, reservation_id)
-            if db.execute(
-                "SELECT 1 FROM usage WHERE request_id = ?", (record.request_id,)
-            ).fetchone():
-                return
-            spend_keys = held if held is not None else tuple(dict.fromkeys(keys or ()))
-            cost = to_units(record.cost)
-            db.executemany(
-                "INSERT INTO totals (key, spent, reserved) VALUES (?, ?, 0) "
-                "ON CONFLICT (key) DO UPDATE SET spent = spent + excluded.spent",
-                [(key, cost) for key in spend_keys],
-            )
-            db.execute(
-                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({', '.join('?' * 13)})",
-                (
-                    record.request_id,
-                    record.timestamp,
-                    record.provider,
-                    record.provider_type,
-                    record.model,
-                    record.input_tokens,
-                    record.output_tokens,
-                    record.cached_input_tokens,
-                    record.cost,
-                    record.outcome,
-                    record.provider_request_id,
-                    record.day,
-                    record.month,
-                ),
-            )
+            held: dict[str, tuple[int, tuple[str, ...]]] = {}
+            for ids in _batches([rid for rid, _, _ in settlements]):
+                marks = ", ".join("?" * len(ids))
+                for rid, amount, keys_json in db.execute(
+                    f"DELETE FROM reservations WHERE id IN ({marks}) RETURNING id, amount, keys",
+                    ids,
+                ):
+                    held[rid] = (amount, tuple(json.loads(keys_json)))
+            released: dict[str, int] = {}
+            for amount, held_keys in held.values():
+                for key in held_keys:
+                    released[key] = released.get(key, 0) + amount
+            # Idempotent by request id: a record already stored only releases its hold.
+            stored: set[str] = set()
+            for ids in _batches([record.request_id for _, record, _ in settlements]):
+                marks = ", ".join("?" * len(ids))
+                stored.update(
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids
+                    )
+                )
+            spent: dict[str, int] = {}
+            rows = []
+            for rid, record, keys in settlements:
+                hold = held.pop(rid, None)
+                if record.request_id in stored:
+                    continue
+                stored.add(record.request_id)
+                spend_keys = hold[1] if hold is not None else tuple(dict.fromkeys(keys or ()))
+                cost = to_units(record.cost)
+                for key in spend_keys:
+                    spent[key] = spent.get(key, 0) + cost
+                rows.append(
+                    (
+                        record.request_id,
+                        record.timestamp,
+                        record.provider,
+                        record.provider_type,
+                        record.model,
+                        record.input_tokens,
+                        record.output_tokens,
+                        record.cached_input_tokens,
+                        record.cost,
+                        record.outcome,
+                        record.provider_request_id,
+                        record.day,
+                        record.month,
+                    )
+                )
+            if released:
+                db.executemany(
+                    "UPDATE totals SET reserved = reserved - ? WHERE key = ?",
+                    [(amount, key) for key, amount in released.items()],
+                )
+            if spent:
+                db.executemany(
+                    "INSERT INTO totals (key, spent, reserved) VALUES (?, ?, 0) "
+                    "ON CONFLICT (key) DO UPDATE SET spent = spent + excluded.spent",
+                    list(spent.items()),
+                )
+            if rows:
+                db.executemany(
+                    f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({', '.join('?' * 13)})", rows
+                )
 
     def release(self, reservation_id: str) -> None:
         with self._transaction("release") as db:
@@ -303,3 +348,9 @@ class SQLiteLedger(LedgerStore):
             [(amount, key) for key in keys],
         )
         return keys
+
+
+def _batches(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    """``values`` in slices that stay below SQLite's limit on bound parameters."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
