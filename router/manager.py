@@ -15,9 +15,11 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pykka
@@ -25,11 +27,11 @@ from pydantic import ValidationError
 
 from router.actors.budget import BudgetActor
 from router.actors.deferred import DeferredMessages
-from router.actors.messages import Dispatch, ExpireReservations, Reconfigure
+from router.actors.messages import Admitted, Attempt, Dispatch, ExpireReservations, Reconfigure
 from router.actors.provider import ProviderActor
-from router.actors.supervisor import SupervisorActor, dispatch_direct
+from router.actors.supervisor import SupervisorActor, plan_direct
 from router.actors.writeahead import WriteAheadSettlements, pending_directory
-from router.attempt import AttemptContext
+from router.attempt import AttemptContext, run_attempt
 from router.budget import BudgetAlert
 from router.catalog import Catalog, load_catalog
 from router.config import RouterConfig, config_from_dict, load_config
@@ -110,6 +112,17 @@ def _prepare(
     return request, selection, strategy
 
 
+def _weakly(method: Callable[[], object]) -> Callable[[], object]:
+    """``method`` called through a weak reference to its object (a no-op once it is gone)."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> object:
+        bound = ref()
+        return bound() if bound is not None else None
+
+    return call
+
+
 class ChunkStream:
     """Iterator of ``StreamChunk``s for one streamed request.
 
@@ -178,7 +191,9 @@ class ChunkStream:
                 steps = self._registry.run_inline(item, pull=True)
                 if steps is not None:
                     self._steps = steps
-                    job.on_cancel(self._abort)
+                    # Weakly: the job must not keep this stream alive, or dropping the last
+                    # reference to a half-read stream would not close (and bill) it.
+                    job.on_cancel(_weakly(self._abort))
                 continue
             if isinstance(item, list):  # several content chunks from one network read
                 self._batch.extend(item)
@@ -276,6 +291,8 @@ class AIProviderManager:
         self._expire_timer: Any = None
         self._audit: Any = None
         self._direct: tuple[Planner, dict[str, HealthSnapshot]] | None = None
+        self._doors: dict[str, tuple[str | None] | None] = {}
+        self._contexts: dict[str, AttemptContext] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -364,6 +381,7 @@ class AIProviderManager:
                 slots=threading.Semaphore(provider.max_concurrency),
             )
             self._clients[provider.name] = client
+            self._contexts[provider.name] = context
             self._executors[provider.name] = executor
             self._providers[provider.name] = ProviderActor.start(
                 provider,
@@ -375,6 +393,7 @@ class AIProviderManager:
                 clock=self._clock,
                 board=board,
                 outcomes=outcomes,
+                doors=self._doors,
             )
             outcomes.target = self._providers[provider.name]
         self._supervisor.ask(("wire", dict(self._providers), self._budget))
@@ -434,6 +453,8 @@ class AIProviderManager:
         self._providers.clear()
         self._executors.clear()
         self._clients.clear()
+        self._contexts.clear()
+        self._doors.clear()
         self._supervisor = self._budget = self._scheduler = None
 
     def __enter__(self) -> AIProviderManager:
@@ -479,16 +500,41 @@ class AIProviderManager:
             lambda: job.fail(RequestTimeoutError(f"no answer within {timeout:g}s")),
         )
         try:
-            if self._direct is not None:
-                planner, board = self._direct
-                dispatch = dispatch_direct(job, planner, board, self._providers, self._clock())
+            if self._direct is None:
+                self._supervisor.tell(Dispatch(job))
             else:
-                dispatch = Dispatch(job)
-            if dispatch is not None:
-                self._supervisor.tell(dispatch)
+                planner, board = self._direct
+                found = plan_direct(job, planner, board, self._providers, self._clock())
+                if isinstance(found, Dispatch):
+                    self._supervisor.tell(found)
+                elif not self._admit_here(job, found):
+                    self._providers[found.provider].tell(Attempt(job, found, None, True))
         except pykka.ActorDeadError:
             job.fail(ManagerStoppedError("the router was stopped"))
         return job
+
+    def _admit_here(self, job: Job, candidate: Candidate) -> bool:
+        """Admit a waiting caller's attempt on its own thread if the provider's door is open.
+
+        The provider publishes an open door (with its current key) while admitting is a
+        formality: breaker closed, usable, no client-side rate limit. The attempt is then put
+        straight into the caller's inbox and the provider learns of it from a queued
+        ``Admitted`` (counted before its outcome), so a request crosses no thread at all.
+        """
+        inbox = job.inbox
+        if inbox is None or job.is_stream:
+            return False
+        door = self._doors.get(candidate.provider)
+        if door is None:
+            return False
+        context = self._contexts[candidate.provider]
+        attempt = Attempt(job, candidate, None, True)
+        job.attempts += 1
+        context.outcomes.add(Admitted(attempt))
+        provider = self._providers[candidate.provider]
+        # defer_success: the breaker was closed (the door is open only then).
+        inbox.put(partial(run_attempt, context, attempt, door[0], provider, self._budget, True))
+        return True
 
     def submit(
         self,

@@ -17,6 +17,7 @@ __all__ = [
     "ReservationRefused",
     "Attempt",
     "Outcome",
+    "Admitted",
     "Reconfigure",
     "Probe",
     "ProbeResult",
@@ -84,6 +85,14 @@ class Outcome(NamedTuple):
     cancelled: bool = False  # the caller went away; not the provider's fault
     partial_usage: Usage | None = None
     partial_cost: float = 0.0
+
+
+class Admitted(NamedTuple):
+    """A caller admitted this attempt itself through the provider's open door (see
+    ``ProviderActor._push``) and runs it on its own thread; queued, never told, so the actor
+    counts it in flight before it sees the attempt's outcome."""
+
+    attempt: Attempt
 
 
 class Reconfigure(NamedTuple):

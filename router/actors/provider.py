@@ -26,6 +26,7 @@ import pykka
 from router.actors.base import RouterActor
 from router.actors.deferred import DeferredMessages
 from router.actors.messages import (
+    Admitted,
     Attempt,
     AttemptFailed,
     HealthUpdate,
@@ -75,8 +76,12 @@ class ProviderActor(RouterActor):
         clock: Any = time.monotonic,
         board: dict[str, HealthSnapshot] | None = None,
         outcomes: DeferredMessages | None = None,
+        doors: dict[str, tuple[str | None] | None] | None = None,
     ) -> None:
         super().__init__()
+        # Where the provider says whether it admits any attempt right now (and with which
+        # key): a caller with nothing to choose admits itself there instead of asking.
+        self.doors = doors
         # Where snapshots are published (the supervisor's cache); None: tell HealthUpdate.
         self.board = board
         # Success outcomes workers queue instead of telling (RouterActor handles them before
@@ -128,6 +133,8 @@ class ProviderActor(RouterActor):
     def handle(self, message: Any) -> Any:
         if isinstance(message, Attempt):
             self._on_attempt(message)
+        elif isinstance(message, Admitted):
+            self.in_flight += 1  # its Outcome follows (deferred messages keep their order)
         elif isinstance(message, Outcome):
             self._on_outcome(message)
         elif isinstance(message, Reconfigure):
@@ -229,20 +236,19 @@ class ProviderActor(RouterActor):
             self._push()
             return
         self._account_failure(error)
+        # Published before anyone hears of the failure: a caller that gets its error and
+        # asks again must find the door closed if this failure opened the breaker.
+        self._push()
         if outcome.started:
-            # The worker already ended the caller's stream with an error chunk.
-            self._push()
-            return
+            return  # the attempt already ended the caller's stream with an error chunk
         job = attempt.job
         if job.done:
             self._release(attempt)
-            self._push()
             return
         if isinstance(error, InvalidRequestError):
             # The caller's mistake: another provider would most likely refuse it too.
             self._release(attempt)
             job.fail(error)
-            self._push()
             return
         delay = self.retry.next_delay(error, attempt.number - 1)
         if (
@@ -264,7 +270,6 @@ class ProviderActor(RouterActor):
             self.supervisor.tell(
                 AttemptFailed(job, attempt.candidate, error, attempt.reservation_id)
             )
-        self._push()
 
     def _account_failure(self, error: RouterError) -> None:
         if error.trips_breaker:
@@ -413,6 +418,17 @@ class ProviderActor(RouterActor):
         )
 
     def _push(self) -> None:
+        if self.doors is not None:
+            # Open only while admitting is a formality: breaker closed, usable, and no
+            # client-side rate limit to count against. Half-open trials, limits and anything
+            # unusual still come through Attempt.
+            open_door = (
+                self.breaker.state == CircuitState.CLOSED
+                and self.unusable_reason() is None
+                and not self.rpm
+                and not self.tpm
+            )
+            self.doors[self.config.name] = (self.api_key,) if open_door else None
         snapshot = self.snapshot()
         if self.board is not None:
             # Publishing into the supervisor's snapshot cache (one atomic dict store) instead

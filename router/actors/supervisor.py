@@ -211,21 +211,21 @@ def skip_reason(
     return None
 
 
-def dispatch_direct(
+def plan_direct(
     job: Job,
     planner: Planner,
     snapshots: dict[str, HealthSnapshot],
     providers: dict[str, Any],
     now: float,
-) -> Dispatch | None:
-    """On the caller's thread: send the job straight to its provider when nothing is to choose.
+) -> Candidate | Dispatch:
+    """On the caller's thread: the job's only candidate when there is nothing to choose.
 
     With one candidate no strategy has anything to order and, without budgets, nothing needs
     reserving: the supervisor would only forward the job (a thread hand-off of its own). The
-    planner is pure and the snapshots are immutable, so the caller plans here and tells the
-    provider. A failed attempt still goes to the supervisor (``AttemptFailed``), which ends the
-    job with the error it would have given. Returns None when the job was sent, else the
-    ``Dispatch`` to tell the supervisor (with the plan, so it is not made twice).
+    planner is pure and the snapshots are immutable, so the caller plans here and sends the
+    job straight to the candidate's provider. A failed attempt still goes to the supervisor
+    (``AttemptFailed``), which ends the job with the error it would have given. Otherwise
+    returns the ``Dispatch`` to tell the supervisor (with the plan, so it is not made twice).
     """
     try:
         plan = planner.plan(job.request, job.selection)
@@ -234,13 +234,11 @@ def dispatch_direct(
     if len(plan.candidates) != 1 or plan.reasons or plan.budget_refusals:
         return Dispatch(job, plan)
     candidate = plan.candidates[0]
-    ref = providers.get(candidate.provider)
-    if ref is None or skip_reason(candidate, snapshots, now) is not None:
+    if candidate.provider not in providers or skip_reason(candidate, snapshots, now) is not None:
         return Dispatch(job, plan)
     job.estimated_input_tokens = plan.estimated_input_tokens
     job.total_candidates = 1
-    ref.tell(Attempt(job, candidate, None, True))
-    return None
+    return candidate
 
 
 def _reasons_text(reasons: dict[str, str]) -> str:
