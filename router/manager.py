@@ -146,18 +146,22 @@ class ChunkStream:
         self._batch: deque[StreamChunk] = deque()  # chunks of one read not yet returned
         self._steps: Iterator[list[StreamChunk]] | None = None  # read on this thread
         self._stepping = threading.Lock()  # held while this thread reads the stream
+        self._error: RouterError | None = None  # met while ``future`` read the stream
 
     @property
     def future(self) -> pykka.ThreadingFuture:
         """Resolves to the assembled ``AIResponse`` when the stream completes.
 
-        If this thread is reading the stream, asking for the future reads the rest of it now
-        (the chunks stay available to iterate).
+        A stream read by its iterating thread is read to the end by asking for the future
+        (on this thread, now); the chunks not iterated yet stay available to iterate.
         """
-        while self._steps is not None:
-            batch = self._step()
-            if batch:
-                self._batch.extend(batch)
+        if not self._finished and (self._steps is not None or self._job.inbox is not None):
+            rest: list[StreamChunk] = []
+            try:
+                rest.extend(self)
+            except RouterError as error:
+                self._error = error  # raised again to whoever iterates
+            self._batch.extend(rest)
         return self._job.future
 
     def __iter__(self) -> Iterator[StreamChunk]:
@@ -167,6 +171,9 @@ class ChunkStream:
         if self._batch:
             return self._batch.popleft()
         if self._finished:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error
             raise StopIteration
         job = self._job
         assert job.chunks is not None
@@ -521,11 +528,13 @@ class AIProviderManager:
         straight into the caller's inbox and the provider learns of it from a queued
         ``Admitted`` (counted before its outcome), so a request crosses no thread at all.
         """
-        inbox = job.inbox
-        if inbox is None or job.is_stream:
-            return False
         door = self._doors.get(candidate.provider)
         if door is None:
+            return False
+        if job.is_stream:
+            job.attach_inline()  # the stream is read by whoever iterates it
+        inbox = job.inbox
+        if inbox is None:
             return False
         context = self._contexts[candidate.provider]
         attempt = Attempt(job, candidate, None, True)
