@@ -2,9 +2,11 @@
 
 Adapted from ``tests/fixtures/wire/cassette_io.py``: it reads both cassette dialects (plain
 vcrpy with possibly gzip'ed ``!!binary`` bodies, and pydantic-ai's ``parsed_body`` style) and
-gives each request/response pair as an :class:`Interaction`. SSE bodies are split into events
-with sseclient-py exactly as the runtime does, optionally in small byte pieces to show that
-event boundaries do not depend on how the bytes arrive.
+gives each request/response pair as an :class:`Interaction`. :func:`run_stream` splits SSE
+bodies into events with ``router.transport.SSEDecoder`` exactly as the runtime does (fed one
+network read at a time), optionally in small byte pieces to show that event boundaries do not
+depend on how the bytes arrive. :func:`sse_events` reads them with sseclient-py instead: the
+independent reference ``tests/test_sse_decoder.py`` checks the decoder against.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 
 from router.models import StreamChunk
 from router.providers.base import StreamParser
+from router.transport import SSEDecoder
 
 WIRE = Path(__file__).parent / "fixtures" / "wire"
 
@@ -117,17 +120,32 @@ def _pieces(body: bytes, size: int | None) -> Iterator[bytes]:
 
 
 def sse_events(body: bytes, piece_size: int | None = None) -> list[tuple[str, str]]:
-    """``(event, data)`` for each SSE event in ``body``, read by sseclient-py."""
+    """``(event, data)`` for each SSE event in ``body``, read by sseclient-py.
+
+    The reference decoder: the runtime no longer uses sseclient-py (see :func:`decoded_events`).
+    """
     client = sseclient.SSEClient(_pieces(body, piece_size))
     return [(event.event, event.data) for event in client.events()]
+
+
+def decoded_events(body: bytes, piece_size: int | None = None) -> list[tuple[str, str]]:
+    """``(event, data)`` for each SSE event in ``body``, read by ``SSEDecoder`` as the runtime
+    reads a stream: each piece fed as one network read, then ``finish()`` at the end."""
+    decoder = SSEDecoder()
+    events: list[tuple[str, str]] = []
+    for piece in _pieces(body, piece_size):
+        events.extend(decoder.feed(piece))
+    events.extend(decoder.finish())
+    return events
 
 
 def run_stream(
     parser: StreamParser, body: bytes, piece_size: int | None = None
 ) -> list[StreamChunk]:
-    """Every chunk ``parser`` makes of the SSE ``body``, including those from ``finish()``."""
+    """Every chunk ``parser`` makes of the SSE ``body`` decoded by ``SSEDecoder`` (as the
+    runtime does), including those from the parser's ``finish()``."""
     chunks: list[StreamChunk] = []
-    for event, data in sse_events(body, piece_size):
+    for event, data in decoded_events(body, piece_size):
         chunks.extend(parser.feed(event, data))
     chunks.extend(parser.finish())
     return chunks
