@@ -213,12 +213,6 @@ class Job:
             self.inbox.put(task)
             return True
 
-    def attach_inline(self) -> None:
-        """A stream's consumer reads on its own thread from now on (see ``offer_inline``)."""
-        with self._lock:
-            if not self._done and self.chunks is not None:
-                self.inbox = self.chunks
-
     def detach_inline(self) -> list[Callable[..., object]]:
         """The caller stops waiting: later tasks go to workers; returns tasks still queued.
 

@@ -131,18 +131,17 @@ class ChunkStream:
     iterating raises the typed error instead. ``close()`` (or leaving a ``with`` block) cancels
     the HTTP stream; the tokens seen are still billed.
 
-    The stream is read on the thread that iterates it: the provider actor hands the admitted
-    attempt to the waiting iterator, which sends the request and reads and parses each network
-    read itself (no worker, no hand-over per read). A stream admitted while the provider has
-    ``max_concurrency`` attempts in flight, or before the first ``next()``, is read by a worker
-    and its chunks handed over instead; either way the chunks are the same.
+    The stream is read on the thread that iterates it: the admitted attempt (admitted by the
+    provider actor, or by the caller itself through the provider's open door) waits in the
+    job's queue for the iterator, which sends the request and reads and parses each network
+    read itself (no worker, no hand-over per read). Nothing is read until the first ``next()``
+    or until ``future`` is asked for.
     """
 
     def __init__(self, job: Job, registry: JobRegistry) -> None:
         self._job = job
         self._registry = registry
         self._finished = False
-        self._attached = False
         self._batch: deque[StreamChunk] = deque()  # chunks of one read not yet returned
         self._steps: Iterator[list[StreamChunk]] | None = None  # read on this thread
         self._stepping = threading.Lock()  # held while this thread reads the stream
@@ -152,10 +151,10 @@ class ChunkStream:
     def future(self) -> pykka.ThreadingFuture:
         """Resolves to the assembled ``AIResponse`` when the stream completes.
 
-        A stream read by its iterating thread is read to the end by asking for the future
-        (on this thread, now); the chunks not iterated yet stay available to iterate.
+        Asking for it reads the rest of the stream on this thread, now; the chunks not
+        iterated yet stay available to iterate.
         """
-        if not self._finished and (self._steps is not None or self._job.inbox is not None):
+        if not self._finished:
             rest: list[StreamChunk] = []
             try:
                 rest.extend(self)
@@ -177,9 +176,6 @@ class ChunkStream:
             raise StopIteration
         job = self._job
         assert job.chunks is not None
-        if not self._attached:
-            self._attached = True
-            job.attach_inline()
         while True:
             if self._steps is not None:
                 batch = self._step()
@@ -531,8 +527,6 @@ class AIProviderManager:
         door = self._doors.get(candidate.provider)
         if door is None:
             return False
-        if job.is_stream:
-            job.attach_inline()  # the stream is read by whoever iterates it
         inbox = job.inbox
         if inbox is None:
             return False
@@ -622,6 +616,7 @@ class AIProviderManager:
             selection=selection,
             timeout=timeout,
             stream=True,
+            inline=True,
         )
         return ChunkStream(job, self._registry)
 
