@@ -112,6 +112,7 @@ class ProviderActor(RouterActor):
         self.in_flight = 0
         self._window: deque[tuple[float, int]] = deque()  # (time, tokens) of the last minute
         self._probe_timer: Any = None
+        self._batching = False  # inside handle_deferred: publish once at the end
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -146,6 +147,17 @@ class ProviderActor(RouterActor):
         elif message == "snapshot":
             return self.snapshot()
         return None
+
+    def handle_deferred(self, batch: list[Any]) -> None:
+        # Successful outcomes (and self-admissions) arrive in batches: publish the state once
+        # for the batch, not once per request. Nothing else can run in between, and they are
+        # all successes or admissions: no caller waits on the door for them.
+        self._batching = True
+        try:
+            super().handle_deferred(batch)
+        finally:
+            self._batching = False
+        self._push()
 
     def _on_attempt(self, attempt: Attempt) -> None:
         job = attempt.job
@@ -418,6 +430,8 @@ class ProviderActor(RouterActor):
         )
 
     def _push(self) -> None:
+        if self._batching:
+            return  # once at the end of the batch (handle_deferred)
         if self.doors is not None:
             # Open only while admitting is a formality: breaker closed, usable, and no
             # client-side rate limit to count against. Half-open trials, limits and anything
