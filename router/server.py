@@ -170,11 +170,14 @@ class BridgeServer:
                     channel.close()
                 except OSError:
                     pass
+        # Join the workers before closing the server: a worker finishing its last response
+        # pulls the server's trigger, which server.close() closes (EBADF, and waitress logs
+        # a traceback; seen when SIGTERM follows a fast answer).
+        server.task_dispatcher.shutdown(timeout=5)
         try:
             server.close()
         except OSError:
             pass
-        server.task_dispatcher.shutdown(timeout=5)
         self._stopped.set()
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -344,4 +344,4 @@ def test_serve_runs_until_sigterm_and_stops_the_manager_it_started(tmp_path):
             process.kill()
     assert process.returncode == 0, rest
     assert "manager running after serve: False" in rest
-    assert "Traceback" not in rest
+    assert "Traceback" not in rest, rest
