@@ -205,6 +205,25 @@ class TestOutage:
         finally:
             server.stop(save=False)
 
+    def test_close_replays_the_journal_even_inside_the_retry_interval(self, make_store, tmp_path):
+        # Settlements batched just before a shutdown can all be journaled within one retry
+        # interval; closing makes one real attempt instead of leaving them to the next process.
+        server = RedisServer(tmp_path / "own-redis").start()
+        try:
+            store = make_store(server.url, retry_interval=60.0)
+            server.stop()
+            store.settle("r1", record("q1", 0.2), keys=[MONTH.key])
+            assert store.stats()["journal_pending"] == 1
+            server.start()
+            store.close()  # Redis is back, the retry interval is not over
+            assert store.stats()["replayed"] == 1 and store.stats()["journal_pending"] == 0
+            assert list((tmp_path / "journal").glob("*.jsonl")) == []
+            reader = make_store(server.url)
+            assert reader.records() == [record("q1", 0.2)]
+            assert totals(reader, MONTH.key) == [(0.2, 0.0)]
+        finally:
+            server.stop(save=False)
+
     def test_a_fail_open_grant_is_booked_on_its_keys_once_redis_returns(self, make_store, tmp_path):
         server = RedisServer(tmp_path / "own-redis").start()
         try:

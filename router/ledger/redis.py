@@ -412,6 +412,10 @@ class RedisLedger(LedgerStore):
             return
         self._closed = True
         if self.journal.pending:
+            # One real attempt, even inside the retry interval: settlements batched just
+            # before a shutdown may all have been journaled within one interval.
+            with self._lock:
+                self._retry_at = 0.0
             try:
                 self._maybe_replay(force=True)
             except LedgerUnavailableError:
