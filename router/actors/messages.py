@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from router.errors import RouterError
-from router.health import HealthSnapshot
 from router.jobs import Job
 from router.models import AIResponse, Usage
 from router.strategies import Candidate
 
 __all__ = [
     "Dispatch",
-    "HealthUpdate",
     "AttemptFailed",
     "ReservationRefused",
     "Attempt",
@@ -36,12 +34,6 @@ class Dispatch(NamedTuple):
 
     job: Job
     plan: Any = None
-
-
-class HealthUpdate(NamedTuple):
-    """A provider's state changed (pushed by the provider actor)."""
-
-    snapshot: HealthSnapshot
 
 
 class AttemptFailed(NamedTuple):

@@ -3,7 +3,7 @@
 Owns the provider's health, circuit breaker, retry policy, in-flight count and client-side
 rate limits. It never does I/O: attempts run on the provider's worker pool and come back as
 ``Outcome`` messages; backoffs are scheduled on the manager's scheduler. Every state change is
-pushed to the supervisor as a ``HealthUpdate``.
+published on the supervisor's snapshot board (and its door, see ``_push``).
 
 Messages:
   Attempt      admit (breaker, rate limit, usability) and hand to a worker, or fail back
@@ -29,7 +29,6 @@ from router.actors.messages import (
     Admitted,
     Attempt,
     AttemptFailed,
-    HealthUpdate,
     Outcome,
     Probe,
     ProbeResult,
@@ -82,8 +81,8 @@ class ProviderActor(RouterActor):
         # Where the provider says whether it admits any attempt right now (and with which
         # key): a caller with nothing to choose admits itself there instead of asking.
         self.doors = doors
-        # Where snapshots are published (the supervisor's cache); None: tell HealthUpdate.
-        self.board = board
+        # Where snapshots are published: the supervisor's cache, read by callers' threads too.
+        self.board: dict[str, HealthSnapshot] = board if board is not None else {}
         # Success outcomes workers queue instead of telling (RouterActor handles them before
         # any other message, or within router.actors.deferred's delay).
         self.deferred = outcomes
@@ -443,14 +442,6 @@ class ProviderActor(RouterActor):
                 and not self.tpm
             )
             self.doors[self.config.name] = (self.api_key,) if open_door else None
-        snapshot = self.snapshot()
-        if self.board is not None:
-            # Publishing into the supervisor's snapshot cache (one atomic dict store) instead
-            # of a HealthUpdate message saves two thread wake-ups per request; the supervisor
-            # still only ever reads the last pushed, immutable snapshot.
-            self.board[self.config.name] = snapshot
-            return
-        try:
-            self.supervisor.tell(HealthUpdate(snapshot))
-        except pykka.ActorDeadError:
-            pass
+        # Published into the supervisor's snapshot cache (one atomic dict store) rather than
+        # told: no wake-up per change; readers only ever see whole, immutable snapshots.
+        self.board[self.config.name] = self.snapshot()

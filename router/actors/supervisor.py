@@ -4,7 +4,6 @@ It reads only cached health snapshots (pushed by providers); it never asks a pro
 waits. Messages:
 
   Dispatch            plan the job, order its candidates, try the first
-  HealthUpdate        replace the cached snapshot of one provider
   AttemptFailed       record why that candidate failed, release its reservation, try the next
   ReservationRefused  the budget refused the candidate: record why, try the next
 Asks: "snapshots".
@@ -23,7 +22,6 @@ from router.actors.messages import (
     Attempt,
     AttemptFailed,
     Dispatch,
-    HealthUpdate,
     Release,
     ReservationRefused,
     Reserve,
@@ -59,17 +57,15 @@ class SupervisorActor(RouterActor):
         self.clock = clock
         self.providers: dict[str, Any] = {}  # name -> ActorRef, set by the manager at start
         self.budget: Any = None
-        # Provider name -> last pushed snapshot. Providers publish into this dict directly
-        # (given by the manager) or by HealthUpdate; either way only whole immutable
-        # snapshots are stored, so a read never sees a half-updated provider.
+        # Provider name -> last published snapshot. Providers store into this dict directly
+        # (given by the manager); only whole immutable snapshots are stored, so a read never
+        # sees a half-updated provider.
         self.snapshots: dict[str, HealthSnapshot] = snapshots if snapshots is not None else {}
         self.state = StrategyState()
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Dispatch):
             self._on_dispatch(message.job, message.plan)
-        elif isinstance(message, HealthUpdate):
-            self.snapshots[message.snapshot.name] = message.snapshot
         elif isinstance(message, AttemptFailed):
             self._on_attempt_failed(message)
         elif isinstance(message, ReservationRefused):
