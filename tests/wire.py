@@ -1,8 +1,8 @@
 """Test helper: the recorded provider traffic in ``tests/fixtures/wire/`` as plain values.
 
-Adapted from ``tests/fixtures/wire/cassette_io.py``: it reads both cassette dialects (plain
-vcrpy with possibly gzip'ed ``!!binary`` bodies, and pydantic-ai's ``parsed_body`` style) and
-gives each request/response pair as an :class:`Interaction`. :func:`run_stream` splits SSE
+Cassettes are read by the loader that ships with them, ``tests/fixtures/wire/cassette_io.py``
+(both dialects: plain vcrpy with possibly gzip'ed ``!!binary`` bodies, and pydantic-ai's
+``parsed_body`` style); each request/response pair becomes an :class:`Interaction`. :func:`run_stream` splits SSE
 bodies into events with ``router.transport.SSEDecoder`` exactly as the runtime does (fed one
 network read at a time), optionally in small byte pieces to show that event boundaries do not
 depend on how the bytes arrive. :func:`sse_events` reads them with sseclient-py instead: the
@@ -11,16 +11,14 @@ independent reference ``tests/test_sse_decoder.py`` checks the decoder against.
 
 from __future__ import annotations
 
-import gzip
+import importlib.util
 import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sseclient
-import yaml
 
 from router.models import StreamChunk
 from router.providers.base import StreamParser
@@ -48,11 +46,16 @@ class Interaction:
         return json.loads(self.body)
 
 
-def _header(headers: dict[str, Any] | None, name: str) -> Any:
-    for key, value in (headers or {}).items():
-        if key.lower() == name:
-            return value
-    return None
+def _cassette_io() -> Any:
+    # The loader shipped with the recordings (kept byte-for-byte as shared; not a package).
+    spec = importlib.util.spec_from_file_location("cassette_io", WIRE / "cassette_io.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_CASSETTE_IO = _cassette_io()
 
 
 def _flatten(headers: dict[str, Any] | None) -> dict[str, str]:
@@ -65,50 +68,19 @@ def _flatten(headers: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
-def _to_bytes(body: Any, headers: dict[str, Any] | None) -> bytes:
-    if body is None:
-        return b""
-    if isinstance(body, dict):
-        body = body.get("string", "")
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    encodings = [e.lower() for e in (_header(headers, "content-encoding") or [])]
-    if body[:2] == b"\x1f\x8b":
-        return gzip.decompress(body)
-    if "deflate" in encodings:
-        return zlib.decompress(body)
-    return body
-
-
 def load(provider: str, name: str) -> list[Interaction]:
     """The interactions of cassette ``fixtures/wire/<provider>/<name>.yaml``."""
-    path = WIRE / provider / f"{name}.yaml"
-    with path.open("rb") as handle:
-        cassette = yaml.load(handle, Loader=yaml.Loader)  # !!binary needs the full loader
-    out = []
-    for item in cassette["interactions"]:
-        request, response = item["request"], item["response"]
-        if "parsed_body" in request:
-            request_json = request["parsed_body"]
-        else:
-            raw = _to_bytes(request.get("body"), request.get("headers"))
-            request_json = json.loads(raw) if raw else None
-        if "parsed_body" in response:
-            body = json.dumps(response["parsed_body"]).encode()
-        else:
-            body = _to_bytes(response.get("body", response.get("content")), response.get("headers"))
-        status = response["status"]["code"] if "status" in response else response["status_code"]
-        out.append(
-            Interaction(
-                method=request["method"],
-                uri=request["uri"],
-                request_json=request_json,
-                status=int(status),
-                headers=_flatten(response.get("headers")),
-                body=body,
-            )
+    return [
+        Interaction(
+            method=item["method"],
+            uri=item["uri"],
+            request_json=item["request_json"],
+            status=int(item["status"]),
+            headers=_flatten(item["response_headers"]),
+            body=item["response_bytes"],
         )
-    return out
+        for item in _CASSETTE_IO.load_interactions(WIRE / provider / f"{name}.yaml")
+    ]
 
 
 def _pieces(body: bytes, size: int | None) -> Iterator[bytes]:
