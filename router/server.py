@@ -165,7 +165,8 @@ class BridgeServer:
             return
         server = self._server
         for channel in list(server._map.values()):
-            if channel is not server:
+            # The trigger lives in the same map: it stays open until the workers are joined.
+            if channel is not server and channel is not server.trigger:
                 try:
                     channel.close()
                 except OSError:
