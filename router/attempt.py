@@ -1,14 +1,14 @@
-"""One HTTP attempt, run on a provider's worker thread.
+"""One HTTP attempt, run on the caller's own thread (or a provider worker, for ``submit``).
 
-The worker builds the provider request, sends it, parses the answer and reports back:
+The attempt builds the provider request, sends it, parses the answer and reports back:
 
-- success: resolves the caller's job directly (the fastest path to the caller), tells the
-  budget actor to settle the real cost, and tells the provider actor the outcome;
+- success: resolves the caller's job directly (the fastest path to the caller), queues the
+  real cost for the budget actor and the outcome for the provider actor;
 - failure: tells the provider actor, which decides between retry, failover and giving up.
 
-For streams it feeds chunks to the caller as the bytes arrive. Once a chunk has reached the
-caller a failure becomes an error chunk (no failover after the first byte), and tokens seen on
-a cut or abandoned stream are billed.
+A stream attempt is a generator the stream's iterator steps, one network read at a time. Once a
+chunk has reached the caller a failure becomes an error chunk (no failover after the first
+byte), and tokens seen on a cut or abandoned stream are billed.
 """
 
 from __future__ import annotations
@@ -144,8 +144,6 @@ def run_attempt(
     provider_ref: Any,
     budget_ref: Any,
     defer_success: bool = False,
-    *,
-    pull: bool = False,
 ) -> Iterator[list[StreamChunk]] | None:
     """Run one attempt; never raises (every outcome is reported as a message).
 
@@ -153,8 +151,8 @@ def run_attempt(
     ``ctx.outcomes`` instead of told (its breaker was closed when it admitted the attempt;
     a half-open trial's result is always told at once).
 
-    ``pull``: for a stream whose caller reads it on its own thread, return the stream's steps
-    (see ``_stream_steps``) once the answer's headers are in, instead of driving them here.
+    For a stream, returns its steps (see ``_stream_steps``) once the answer's headers are in:
+    the stream's iterator drives them on its own thread.
     """
     job = attempt.job
     if job.done:
@@ -175,7 +173,7 @@ def run_attempt(
         return None
     slot = [slots.release]  # emptied when a stream's steps take the slot over
     try:
-        return _run(ctx, attempt, api_key, provider_ref, budget_ref, defer_success, pull, slot)
+        return _run(ctx, attempt, api_key, provider_ref, budget_ref, defer_success, slot)
     finally:
         if slot:
             slot.pop()()
@@ -206,7 +204,6 @@ def _run(
     provider_ref: Any,
     budget_ref: Any,
     defer_success: bool,
-    pull: bool,
     slot: list[Callable[[], object]],
 ) -> Iterator[list[StreamChunk]] | None:
     defer_success = defer_success and ctx.outcomes is not None
@@ -248,10 +245,7 @@ def _run(
                 slot.pop(),
             )
             next(steps)  # prime: the response is now closed and reported however it ends
-            if pull:
-                return steps
-            pump(job, steps)
-            return None
+            return steps
         body = decode_json(response, ctx.name)
         result = ctx.adapter.parse_response(body, model=attempt.candidate.model)
     except ProviderTimeoutError as timed_out:
@@ -312,9 +306,9 @@ def _stream_steps(
     """Read the stream; yields the content chunks of each network read, then settles.
 
     Every batch is yielded before the next read (which may block), so nothing that has
-    arrived waits, and the first chunk is yielded alone at once. Whoever drives this (a worker
-    emitting each batch to the job, or the caller's own thread pulling it) closes it to
-    cancel: the tokens seen so far are billed as ``partial``. The final chunk or the error
+    arrived waits, and the first chunk is yielded alone at once. The stream's iterator drives
+    it on its own thread and closes it to cancel: the tokens seen so far are billed as
+    ``partial``. The final chunk or the error
     reaches the caller through the job (``resolve``/``fail``) after the last batch.
     """
     job = attempt.job
@@ -491,11 +485,3 @@ def _settle_stream(
             partial_cost=cost,
         ),
     )
-
-
-def pump(job: Any, steps: Iterator[list[StreamChunk]]) -> None:
-    """Drive a stream attempt on a worker: hand each batch to the job's consumer."""
-    for batch in steps:
-        if not job.emit_many(batch):
-            steps.close()  # the caller closed the stream: bill what was read
-            return

@@ -170,32 +170,6 @@ class Job:
         self._registry.finished(self, None, error)
         return True
 
-    def emit(self, chunk: StreamChunk) -> bool:
-        """Deliver a content chunk to the stream consumer; False once the job is finished."""
-        if self._done or self.chunks is None:
-            return False
-        # A stream that has started is bounded by the provider's read timeout instead: a
-        # long answer that keeps flowing must not be cut by the request deadline.
-        self.mark_started()
-        self.chunks.put(chunk)
-        return True
-
-    def emit_many(self, chunks: list[StreamChunk]) -> bool:
-        """Deliver several content chunks at once (one consumer wake-up instead of one each).
-
-        The worker calls this with every chunk parsed from one network read: chunks that
-        arrived together are handed over together, each no later than before.
-        """
-        if not chunks:
-            return not self._done
-        if len(chunks) == 1:
-            return self.emit(chunks[0])
-        if self._done or self.chunks is None:
-            return False
-        self.mark_started()
-        self.chunks.put(list(chunks))
-        return True
-
     def _wake_inline(self) -> None:
         inbox = self.inbox
         if inbox is not None and self.chunks is None:  # a stream's consumer is woken by chunks

@@ -102,16 +102,13 @@ class ChunkStream:
                 job.fail(RequestTimeoutError("the stream stalled past its deadline"))
                 continue
             if callable(item):  # the admitted attempt: send it and read it here
-                steps = self._registry.run_inline(item, pull=True)
+                steps = self._registry.run_inline(item)
                 if steps is not None:
                     self._steps = steps
                     # Weakly: the job must not keep this stream alive, or dropping the last
                     # reference to a half-read stream would not close (and bill) it.
                     job.on_cancel(_weakly(self._abort))
                 continue
-            if isinstance(item, list):  # several content chunks from one network read
-                self._batch.extend(item)
-                return self._batch.popleft()
             if isinstance(item, StreamFailure):
                 self._finish()
                 raise item.error
