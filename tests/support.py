@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -50,3 +51,36 @@ ACTOR_THREAD_PREFIXES = ("router-", "SupervisorActor", "ProviderActor", "BudgetA
 
 def router_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(ACTOR_THREAD_PREFIXES)]
+
+
+# --- a mocked OpenAI host (``responses``) for tests that look at the HTTP calls themselves ------
+
+FAKE_OPENAI = "https://api.openai.test/v1"
+CHAT_URL = FAKE_OPENAI + "/chat/completions"
+
+
+def ask_model(text: str = "Hello there", model: str = "gpt-4o-mini") -> Any:
+    """A one-message request for one concrete model (one candidate: the direct path)."""
+    from router.models import AIRequest
+
+    return AIRequest(model=model, messages=[{"role": "user", "content": text}])
+
+
+def completion(request_id: str = "chatcmpl-mock-1") -> str:
+    """A minimal non-streamed OpenAI ``chat.completion`` body."""
+    return json.dumps(
+        {
+            "id": request_id,
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello from the mock"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 8, "completion_tokens": 5, "total_tokens": 13},
+        }
+    )

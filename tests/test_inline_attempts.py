@@ -23,40 +23,14 @@ from typing import Any
 import pykka
 import pytest
 import responses
-from support import KEYS, router_config
+from support import CHAT_URL, FAKE_OPENAI, KEYS, completion, router_config
+from support import ask_model as ask
 
 from router.actors.supervisor import SupervisorActor
 from router.errors import ManagerStoppedError, RequestTimeoutError
 from router.ledger.memory import MemoryLedger
-from router.models import AIRequest
 
 # Nothing listens here: every call to it is answered by ``responses``.
-FAKE_OPENAI = "https://api.openai.test/v1"
-CHAT_URL = FAKE_OPENAI + "/chat/completions"
-
-
-def ask(text: str = "Hello there", model: str = "gpt-4o-mini") -> AIRequest:
-    return AIRequest(model=model, messages=[{"role": "user", "content": text}])
-
-
-def completion(request_id: str = "chatcmpl-inline-1") -> str:
-    """A minimal non-streamed OpenAI ``chat.completion`` body."""
-    return json.dumps(
-        {
-            "id": request_id,
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": "gpt-4o-mini",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "Hello from the mock"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 8, "completion_tokens": 5, "total_tokens": 13},
-        }
-    )
 
 
 def server_error() -> str:

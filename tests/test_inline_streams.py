@@ -23,17 +23,16 @@ from typing import Any
 
 import pytest
 import responses
-from support import router_config
+from support import CHAT_URL, FAKE_OPENAI, router_config
+from support import ask_model as ask
 from wire import load, run_stream
 
 from router.errors import ManagerStoppedError, RequestCancelledError
 from router.ledger.memory import MemoryLedger
-from router.models import AIRequest, ProviderType, StreamChunk
+from router.models import ProviderType, StreamChunk
 from router.providers import assemble_stream, get_adapter
 
 # Nothing listens here: every call to it is answered by ``responses``.
-FAKE_OPENAI = "https://api.openai.test/v1"
-CHAT_URL = FAKE_OPENAI + "/chat/completions"
 
 # A recorded OpenAI text stream (25 chunks ending in ``[DONE]``) and what it assembles to.
 RECORDED = load("openai", "simonw-llm__tools_stream_roundtrip_raw__test_tool_use_basic")[1]
@@ -44,10 +43,6 @@ EXPECTED = assemble_stream(
 )
 
 LONG_PROMPT = " ".join(f"word{i}" for i in range(40))
-
-
-def ask(text: str = "Hello there", model: str = "gpt-4o-mini") -> AIRequest:
-    return AIRequest(model=model, messages=[{"role": "user", "content": text}])
 
 
 def content(chunks: list[StreamChunk]) -> str:

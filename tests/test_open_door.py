@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 import responses
-from support import KEYS, router_config
+from support import CHAT_URL, FAKE_OPENAI, KEYS, completion, router_config
+from support import ask_model as ask
 
 from router.errors import (
     CircuitOpenError,
@@ -32,16 +33,8 @@ from router.errors import (
     RouterError,
     ServiceUnavailableError,
 )
-from router.models import AIRequest
 
 # Nothing listens here: every call to it is answered by ``responses``.
-FAKE_OPENAI = "https://api.openai.test/v1"
-CHAT_URL = FAKE_OPENAI + "/chat/completions"
-
-
-def ask(text: str = "Hello there", model: str = "gpt-4o-mini") -> AIRequest:
-    """A request pinned to openai's model: one candidate, and no budget is configured."""
-    return AIRequest(model=model, messages=[{"role": "user", "content": text}])
 
 
 def openai_requests(emulator: Any) -> int:
@@ -53,26 +46,6 @@ def breaker_config(emulator: Any) -> dict[str, Any]:
     config["providers"][0]["max_retries"] = 0
     config["providers"][0]["circuit_breaker"] = {"failure_threshold": 2, "recovery_timeout": 30}
     return config
-
-
-def completion(request_id: str = "chatcmpl-door-1") -> str:
-    """A minimal non-streamed OpenAI ``chat.completion`` body."""
-    return json.dumps(
-        {
-            "id": request_id,
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": "gpt-4o-mini",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "Hello from the mock"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 8, "completion_tokens": 5, "total_tokens": 13},
-        }
-    )
 
 
 def sse() -> str:

@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from test_ledger import LATER, SPEND, record  # the same records and keys as the store specs
 
 from router.budget import BudgetLimit
 from router.ledger import LedgerStore, MemoryLedger, SQLiteLedger, UsageRecord
@@ -21,32 +22,10 @@ PROV = BudgetLimit(
     20.0,
     provider="openai-eu",
 )
-SPEND = ("spend:month:2026-11", "spend:day:2026-11-25")
 FALLBACK = ("fallback:a", "fallback:b")
 ALL_KEYS = (MONTH.key, DAY.key, PROV.key, *SPEND, *FALLBACK, "never-touched")
-LATER = 2_000_000_000.0
 
 Settlement = tuple[str, UsageRecord, Sequence[str] | None]
-
-
-def record(request_id: str, cost: float, *, timestamp: float = 1000.0, **over) -> UsageRecord:
-    fields = dict(
-        request_id=request_id,
-        timestamp=timestamp,
-        provider="openai-eu",
-        provider_type="openai",
-        model="gpt-4o-mini",
-        input_tokens=120,
-        output_tokens=40,
-        cached_input_tokens=0,
-        cost=cost,
-        outcome="success",
-        provider_request_id="chatcmpl-1",
-        day="2026-11-25",
-        month="2026-11",
-    )
-    fields.update(over)
-    return UsageRecord(**fields)
 
 
 @pytest.fixture
