@@ -14,6 +14,7 @@ byte), and tokens seen on a cut or abandoned stream are billed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,20 +44,20 @@ __all__ = ["AttemptContext", "run_attempt"]
 
 @dataclass(frozen=True, slots=True)
 class AttemptContext:
-    """Everything a worker needs for one provider; immutable, shared by its workers."""
+    """Everything an attempt needs for one provider; immutable, shared by all its attempts."""
 
     name: str
     provider_type: ProviderType
     adapter: ProviderAdapter
     client: HttpClient
     base_url: str
+    # Bounds attempts in flight to ``max_concurrency`` on any thread.
+    slots: threading.Semaphore
     keep_raw: bool = False
     audit: Any = None  # router.audit.AuditLog when the configuration opts in
     # router.actors.deferred.DeferredMessages: Settles are queued there instead of told
     # (one budget-actor wake-up per batch, not per request); None: tell the budget actor.
     settlements: Any = None
-    # Bounds attempts in flight to ``max_concurrency`` on any thread (threading.Semaphore).
-    slots: Any = None
     # The provider actor's DeferredMessages: a success Outcome may be queued there (see
     # run_attempt's ``defer_success``); failures are always told.
     outcomes: Any = None
@@ -163,33 +164,19 @@ def run_attempt(
         return None
     # One of the provider's ``max_concurrency`` slots, whichever thread runs the attempt (a
     # worker, or a caller reading on its own thread); the wait is bounded by the deadline.
-    slots = ctx.slots if ctx.slots is not None else _UNBOUNDED
-    if not slots.acquire(timeout=max(0.0, job.remaining())):
+    if not ctx.slots.acquire(timeout=max(0.0, job.remaining())):
         _deadline_passed(job)
         _tell(
             provider_ref,
             Outcome(attempt, None, RequestCancelledError("deadline"), 0.0, cancelled=True),
         )
         return None
-    slot = [slots.release]  # emptied when a stream's steps take the slot over
+    slot = [ctx.slots.release]  # emptied when a stream's steps take the slot over
     try:
         return _run(ctx, attempt, api_key, provider_ref, budget_ref, defer_success, slot)
     finally:
         if slot:
             slot.pop()()
-
-
-class _Unbounded:
-    """The slots of a context built without a limit (tests building contexts by hand)."""
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        return True
-
-    def release(self) -> None:
-        pass
-
-
-_UNBOUNDED = _Unbounded()
 
 
 def _deadline_passed(job: Any) -> None:
