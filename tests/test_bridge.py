@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import KEYS, router_config
 
 from router.bridge import create_app
-from router.bridge_openai import BodyError, ChatStreamTranslator, chat_request
+from router.bridge.errors import BodyError
+from router.bridge.openai_chat import ChatStreamTranslator, chat_request
 from router.models import StreamChunk, ToolCallDelta, Usage
 
 CONFIGURE = "configure-token-0123456789"

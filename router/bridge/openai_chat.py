@@ -1,4 +1,4 @@
-"""OpenAI chat-completions wire format for the bridge: pure translation, no I/O.
+"""The OpenAI chat-completions door: ``/v1/chat/completions`` and ``/v1/models``.
 
 ``POST /v1/chat/completions`` bodies become an :class:`~router.models.AIRequest` (plus the
 router's own options), and answers go back as ``chat.completion`` objects or
@@ -6,7 +6,8 @@ router's own options), and answers go back as ``chat.completion`` objects or
 other OpenAI client work against the bridge unchanged.
 
 Every problem with a body is a :class:`BodyError` naming the offending field the way OpenAI
-names it (``messages[2].content[0].type``); the bridge turns it into a 400.
+names it (``messages[2].content[0].type``); the bridge turns it into a 400. The translations
+are pure (no I/O); :class:`ChatDoor` at the end runs them.
 """
 
 from __future__ import annotations
@@ -14,77 +15,33 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from router.errors import InvalidRequestError
+from router.bridge.errors import BodyError, Failure, snake_case, status_for_type, validation_error
+from router.bridge.options import route_options
+from router.bridge.streaming import Events
+from router.bridge.wire import Problem, Request, Response, Route, served_by
 from router.models import AIRequest, AIResponse, Message, StreamChunk, Usage
 
+if TYPE_CHECKING:
+    from router.bridge.app import BridgeApp
+
 __all__ = [
-    "BodyError",
+    "ChatDoor",
+    "ChatEvents",
     "ChatOptions",
     "ChatStreamTranslator",
     "chat_request",
     "completion_body",
-    "field_path",
+    "failure_body",
     "model_entry",
     "new_completion_id",
     "usage_body",
-    "validation_error",
 ]
-
-
-class BodyError(InvalidRequestError):
-    """A request body field is missing or wrong; ``param`` names it (used by every endpoint)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["type"] = "InvalidRequestError"  # callers need not know the bridge's subclass
-        if self.param:
-            out["field"] = self.param
-        return out
-
-
-def field_path(loc: Iterable[int | str]) -> str:
-    """``("messages", 0, "content")`` -> ``"messages[0].content"``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def validation_error(error: ValidationError, prefix: Iterable[int | str] = ()) -> BodyError:
-    """One :class:`BodyError` from pydantic's errors: each problem on its own, field first.
-
-    Only pydantic's ``loc`` and ``msg`` are used, never ``input``, so a rejected value (which
-    might be a key) is never echoed back.
-    """
-    problems = []
-    first: str | None = None
-    for item in error.errors(include_url=False, include_input=False):
-        # Union members add their type name to the location; it means nothing to a caller.
-        loc = [p for p in item.get("loc", ()) if not _is_type_tag(p)]
-        path = field_path([*prefix, *loc])
-        first = first or path or None
-        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
-        problems.append(f"{path}: {message}" if path else message)
-    return BodyError("; ".join(problems) or "invalid request body", first)
-
-
-def _is_type_tag(part: int | str) -> bool:
-    return isinstance(part, str) and (
-        part in ("str", "list", "dict", "int", "float", "bool") or part[:1].isupper() or "[" in part
-    )
 
 
 @dataclass(frozen=True)
@@ -558,3 +515,128 @@ class ChatStreamTranslator:
 def model_entry(model_id: str, owned_by: str, created: int) -> dict[str, Any]:
     """One entry of ``GET /v1/models``."""
     return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+
+# OpenAI's ``error.type`` per status.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def failure_body(failure: Failure) -> dict[str, Any]:
+    """OpenAI's error envelope: ``{"error": {message, type, param, code}}``."""
+    return {
+        "error": {
+            "message": failure.message,
+            "type": _OPENAI_TYPES.get(failure.status, "server_error"),
+            "param": failure.param,
+            "code": failure.code,
+        }
+    }
+
+
+class ChatEvents(Events):
+    """OpenAI's ``data: {chat.completion.chunk}`` events, then ``data: [DONE]``."""
+
+    def __init__(self, secrets: Any, translator: ChatStreamTranslator) -> None:
+        super().__init__(secrets)
+        self._translator = translator
+
+    def chunk(self, chunk: StreamChunk) -> bytes:
+        out = "".join(f"data: {self.dumps(obj)}\n\n" for obj in self._translator.translate(chunk))
+        if chunk.is_complete:
+            out += "data: [DONE]\n\n"
+        return out.encode()
+
+    def error(self, error: dict[str, Any]) -> bytes:
+        kind = str(error.get("type") or "RouterError")
+        status = status_for_type(kind)
+        payload = {
+            "error": {
+                "message": error.get("message") or "the stream failed",
+                "type": _OPENAI_TYPES.get(status, "server_error"),
+                "param": None,
+                "code": snake_case(kind),
+            }
+        }
+        return f"data: {self.dumps(payload, scrub=True)}\n\n".encode()
+
+
+# --- the door ------------------------------------------------------------------------------
+
+
+class ChatDoor:
+    """``POST /v1/chat/completions``, ``GET /v1/models[/{id}]`` in OpenAI's shapes."""
+
+    name = "openai"
+
+    def __init__(self, bridge: BridgeApp) -> None:
+        self.bridge = bridge
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", {"POST": self.chat_completions}, "auth", self),
+            Route("/v1/models", {"GET": self.models}, "auth", self),
+            Route("/v1/models/{model}", {"GET": self.model}, "auth", self),
+        ]
+
+    def failure_body(self, failure: Failure) -> dict[str, Any]:
+        return failure_body(failure)
+
+    def chat_completions(self, request: Request) -> Response:
+        ai_request, chat = chat_request(request.json())
+        bridge = self.bridge
+        options = route_options(
+            {"strategy": chat.strategy, "selection": chat.selection, "timeout": chat.timeout}
+        )
+        if ai_request.stream:
+            translator = ChatStreamTranslator(
+                include_usage=chat.include_usage, model=ai_request.model
+            )
+            events = ChatEvents(bridge.secrets, translator)
+            return bridge.stream("chat_completions", ai_request, options, events)
+        response = bridge.answer("chat_completions", ai_request, options)
+        completion_id = new_completion_id()
+        return bridge.json(
+            200,
+            completion_body(response, completion_id=completion_id),
+            [("X-Request-Id", completion_id), *served_by(response)],
+            scrub=False,
+        )
+
+    def _model_entries(self) -> list[dict[str, Any]]:
+        config = self.bridge.manager.config
+        catalog = self.bridge.manager.catalog
+        created = self.bridge.created
+        entries: dict[str, dict[str, Any]] = {}
+        for provider in config.providers:
+            ids = provider.models or [info.id for info in catalog.models_for(provider.type)]
+            for model_id in ids:
+                if model_id not in entries:
+                    entries[model_id] = model_entry(model_id, provider.name, created)
+        for alias in config.model_groups:
+            entries.setdefault(alias, model_entry(alias, "router", created))
+        return list(entries.values())
+
+    def models(self, request: Request) -> Response:
+        return self.bridge.json(200, {"object": "list", "data": self._model_entries()})
+
+    def model(self, request: Request) -> Response:
+        wanted = request.params["model"]
+        for entry in self._model_entries():
+            if entry["id"] == wanted:
+                return self.bridge.json(200, entry)
+        raise Problem(
+            404,
+            "ModelNotFoundError",
+            f"The model '{wanted}' does not exist",
+            param="model",
+            code="model_not_found",
+        )

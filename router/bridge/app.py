@@ -1,0 +1,382 @@
+"""The bridge's WSGI application: routing, auth, limits, errors; the doors do the rest.
+
+Each door (``router/bridge/<door>.py``) declares its routes and renders answers, streams and
+errors in its own protocol; the app finds the route, checks the credential and the body
+limit, runs the request on the manager (with metrics) and turns any failure into the door's
+error envelope, never a traceback and never an API key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import ValidationError
+
+from router.bridge.ai import AIDoor
+from router.bridge.errors import (
+    BodyError,
+    Failure,
+    Problem,
+    snake_case,
+    status_for,
+    validation_error,
+)
+from router.bridge.openai_chat import ChatDoor
+from router.bridge.streaming import Events, EventStream
+from router.bridge.wire import (
+    SSE_HEADERS,
+    Request,
+    Response,
+    Route,
+    Secrets,
+    json_response,
+    log_unexpected,
+)
+from router.errors import ModelNotFoundError, RouterError
+from router.models import AIRequest, AIResponse, StreamChunk
+
+__all__ = ["BridgeApp", "create_app"]
+
+logger = logging.getLogger("router.bridge")
+access_logger = logging.getLogger("router.bridge.access")
+
+AUTH_TOKEN_ENV = "ROUTER_AUTH_TOKEN"
+CONFIGURE_TOKEN_ENV = "ROUTER_CONFIGURE_TOKEN"
+
+StartResponse = Callable[..., Any]
+
+
+class _NoMetrics:
+    """Stands in for :class:`router.bridge.metrics.BridgeMetrics` when metrics are off."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def create_app(
+    manager: Any,
+    *,
+    auth_token: str | None = None,
+    configure_token: str | None = None,
+    max_body_bytes: int = 1_000_000,
+    metrics: bool = True,
+) -> BridgeApp:
+    """A WSGI application serving ``manager`` (see ``docs/bridge.md``).
+
+    ``auth_token``: when set, every endpoint but ``/healthz`` requires ``Authorization:
+    Bearer <token>`` (OpenAI clients send their ``api_key`` that way). ``configure_token``:
+    the bearer token ``/ai/configure`` requires; without one that endpoint answers 403. Each
+    defaults to its environment variable (``ROUTER_AUTH_TOKEN``, ``ROUTER_CONFIGURE_TOKEN``)
+    when ``None``; pass ``""`` to switch it off regardless of the environment.
+    ``max_body_bytes`` caps request bodies (413 beyond). ``metrics`` serves ``/metrics``
+    from a registry of the app's own.
+    """
+    if auth_token is None:
+        auth_token = os.environ.get(AUTH_TOKEN_ENV)
+    if configure_token is None:
+        configure_token = os.environ.get(CONFIGURE_TOKEN_ENV)
+    if max_body_bytes <= 0:
+        raise ValueError("max_body_bytes must be > 0")
+    return BridgeApp(
+        manager,
+        auth_token=auth_token or None,
+        configure_token=configure_token or None,
+        max_body_bytes=max_body_bytes,
+        metrics=metrics,
+    )
+
+
+class BridgeApp:
+    """The WSGI callable :func:`create_app` returns; the services every door uses."""
+
+    def __init__(
+        self,
+        manager: Any,
+        *,
+        auth_token: str | None,
+        configure_token: str | None,
+        max_body_bytes: int,
+        metrics: bool,
+    ) -> None:
+        self.manager = manager
+        self._auth_token = auth_token
+        self._configure_token = configure_token
+        self._max_body = max_body_bytes
+        self.secrets = Secrets(manager)
+        self.created = int(time.time())
+        if metrics:
+            from router.bridge.metrics import BridgeMetrics  # prometheus_client on demand
+
+            self.metrics: Any = BridgeMetrics(manager)
+        else:
+            self.metrics = _NoMetrics()
+        self._router_door = AIDoor(self)
+        self._openai_door = ChatDoor(self)
+        routes = [
+            Route("/healthz", {"GET": self._healthz}, "none", self._router_door),
+            *self._router_door.routes(),
+            *self._openai_door.routes(),
+        ]
+        if metrics:
+            routes.append(Route("/metrics", {"GET": self._metrics}, "auth", self._router_door))
+        self._routes = {route.name: route for route in routes}
+
+    # --- WSGI --------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        path = environ.get("PATH_INFO") or "/"
+        if len(path) > 1:
+            path = path.rstrip("/")
+        request = Request(environ, method, path, self._max_body)
+        route_name = "unknown"
+        # Errors on unknown paths answer in the envelope their prefix suggests.
+        door: Any = self._openai_door if path.startswith("/v1/") else self._router_door
+        try:
+            route, params = self._match(path)
+            route_name, door = route.name, route.door
+            request.params = params
+            handler = route.handlers.get("GET" if method == "HEAD" else method)
+            if handler is None:
+                allowed = ", ".join(route.handlers)
+                raise Problem(
+                    405,
+                    "MethodNotAllowed",
+                    f"{method} is not allowed on {route.name}; use {allowed}",
+                    code="method_not_allowed",
+                    headers=[("Allow", allowed)],
+                )
+            self._authorize(route, request)
+            response = handler(request)
+        except Exception as error:  # every failure becomes a JSON answer, never a traceback
+            response = self._error_response(error, door, request)
+        if method == "HEAD":
+            _close(response.body)
+            response.body = []
+        self.metrics.http(route_name, method, response.status)
+        access_logger.info(
+            "%s %s %d %.1fms", method, path, response.status, (time.monotonic() - started) * 1e3
+        )
+        start_response(_status_line(response.status), response.headers)
+        return response.body
+
+    def _match(self, path: str) -> tuple[Route, dict[str, str]]:
+        route = self._routes.get(path)
+        if route is not None:
+            return route, {}
+        if path.startswith("/v1/models/"):
+            return self._routes["/v1/models/{model}"], {"model": path[len("/v1/models/") :]}
+        raise Problem(404, "NotFound", f"no such endpoint: {path}", code="not_found")
+
+    def _authorize(self, route: Route, request: Request) -> None:
+        if route.auth == "none":
+            return
+        if route.auth == "configure":
+            if self._configure_token is None:
+                raise Problem(
+                    403,
+                    "ConfigureDisabled",
+                    "/ai/configure is disabled: start the bridge with a configure token "
+                    f"(configure_token= or {CONFIGURE_TOKEN_ENV})",
+                    code="configure_disabled",
+                )
+            self._check_token(request, self._configure_token)
+        elif self._auth_token is not None:
+            self._check_token(request, self._auth_token)
+
+    def _check_token(self, request: Request, token: str) -> None:
+        header = request.header("Authorization") or ""
+        scheme, _, given = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise Problem(
+                401,
+                "AuthenticationRequired",
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+                code="missing_token",
+                headers=[("WWW-Authenticate", "Bearer")],
+            )
+        # Constant-time: the comparison must not reveal how much of a guess was right.
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Problem(
+                401,
+                "AuthenticationRequired",
+                "invalid bearer token",
+                code="invalid_api_key",
+                headers=[("WWW-Authenticate", 'Bearer error="invalid_token"')],
+            )
+
+    # --- services for the doors --------------------------------------------------------------
+
+    def json(
+        self,
+        status: int,
+        payload: Any,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        scrub: bool = True,
+    ) -> Response:
+        """A JSON response (scrubbed of every known key unless it is model output)."""
+        return json_response(self.secrets, status, payload, headers, scrub=scrub)
+
+    def provider_names(self) -> set[str]:
+        return {p.name for p in getattr(self.manager.config, "providers", ())}
+
+    def answer(self, endpoint: str, ai_request: AIRequest, options: dict[str, Any]) -> AIResponse:
+        """One request answered whole, counted in the metrics under ``endpoint``."""
+        started = time.monotonic()
+        try:
+            response = self.manager.process_request(ai_request, **options)
+        except RouterError as error:
+            self._record_failure(endpoint, error)
+            raise
+        self.metrics.success(
+            endpoint,
+            response.provider_name,
+            response.model,
+            time.monotonic() - started,
+            response.usage,
+            response.cost,
+        )
+        return response
+
+    def stream(
+        self,
+        endpoint: str,
+        ai_request: AIRequest,
+        options: dict[str, Any],
+        events: Events,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Response:
+        """A streamed answer as SSE in the door's ``events``.
+
+        The first chunk decides the status: a request that fails before anything was produced
+        raises (and gets a plain error with its proper status), not a 200 stream.
+        """
+        started = time.monotonic()
+        stream = self.manager.stream_request(ai_request, **options)
+        try:
+            first = next(stream)
+        except StopIteration:
+            first = StreamChunk(
+                is_complete=True,
+                finish_reason="error",
+                error="the stream ended without any chunk",
+                error_type="StreamInterruptedError",
+            )
+        except RouterError as error:
+            self._record_failure(endpoint, error)
+            raise
+        except BaseException:
+            stream.close()
+            raise
+        provider, model = first.provider_name or "", first.model or ""
+        self.metrics.first_chunk_after(endpoint, provider, model, time.monotonic() - started)
+
+        def finished(outcome: str, last: StreamChunk | None, error_type: str | None) -> None:
+            nonlocal provider, model
+            if last is not None:  # the final chunk names who served
+                provider, model = last.provider_name or provider, last.model or model
+            if outcome == "success" and last is not None:
+                seconds = time.monotonic() - started
+                self.metrics.success(endpoint, provider, model, seconds, last.usage, last.cost)
+            elif outcome == "cancelled":
+                self.metrics.cancelled(endpoint, provider, model)
+            else:
+                self.metrics.failure(endpoint, provider, model, error_type or "RouterError")
+
+        out = list(SSE_HEADERS)
+        if provider:
+            out.append(("X-Router-Provider", provider))
+        if model:
+            out.append(("X-Router-Model", model))
+        out.extend(headers)
+        return Response(200, out, EventStream(stream, first, events, finished))
+
+    # --- errors ------------------------------------------------------------------------------
+
+    def failure(self, error: BaseException, request: Request) -> Failure:
+        """Any exception as a door-neutral :class:`Failure` (logged when it is the server's)."""
+        if isinstance(error, ValidationError):
+            error = validation_error(error)
+        if isinstance(error, Problem):
+            return Failure(
+                error.status,
+                error.kind,
+                error.message,
+                {"type": error.kind, "message": error.message},
+                error.param,
+                error.code,
+                list(error.headers),
+            )
+        if isinstance(error, RouterError):
+            status = status_for(error)
+            headers: list[tuple[str, str]] = []
+            param = getattr(error, "param", None)
+            code = snake_case(type(error).__name__)
+            if isinstance(error, BodyError):
+                code = "invalid_request"
+            elif isinstance(error, ModelNotFoundError):
+                param = "model"
+            message = str(error)
+            if error.retry_after is not None and status in (429, 503):
+                headers.append(("Retry-After", str(max(1, math.ceil(error.retry_after)))))
+            if status >= 500:
+                logger.warning(
+                    "%s %s: %s", request.method, request.path, self.secrets.scrub(message)
+                )
+            detail = error.to_dict()
+            return Failure(status, str(detail["type"]), message, detail, param, code, headers)
+        log_unexpected(self.secrets, f"{request.method} {request.path}", error)
+        message = "internal error; see the server log"
+        detail = {"type": "InternalError", "message": message}
+        return Failure(500, "InternalError", message, detail, None, "internal_error")
+
+    def _error_response(self, error: BaseException, door: Any, request: Request) -> Response:
+        failure = self.failure(error, request)
+        return self.json(failure.status, door.failure_body(failure), failure.headers)
+
+    def _record_failure(self, endpoint: str, error: BaseException) -> None:
+        provider = getattr(error, "provider", None) or ""
+        if provider not in self.provider_names():
+            provider = ""
+        self.metrics.failure(endpoint, provider, "", type(error).__name__)
+
+    # --- /healthz, /metrics ------------------------------------------------------------------
+
+    def _healthz(self, request: Request) -> Response:
+        if getattr(self.manager, "running", False):
+            return self.json(200, {"status": "ok"})
+        return self.json(503, {"status": "stopped"})
+
+    def _metrics(self, request: Request) -> Response:
+        body, content_type = self.metrics.exposition()
+        return Response(
+            200,
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+            [body],
+        )
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+def _close(body: Iterable[bytes]) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
