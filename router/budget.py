@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "BudgetAlert",
     "AlertTracker",
     "worst_case_cost",
+    "provider_limit_period",
     "REQUEST_SCOPE",
 ]
 
@@ -107,9 +108,8 @@ def applicable_limits(
 
     ``budgets`` are the config's budget objects (``.name``, ``.daily_limit``,
     ``.monthly_limit``, ``.provider_limits``, ``.enabled``); disabled ones are skipped. A
-    provider limit counts in the budget's own period: monthly when ``monthly_limit`` is set,
-    else daily when ``daily_limit`` is set, else monthly. It is looked up by instance name
-    first, then by provider type.
+    provider limit counts in the period :func:`provider_limit_period` gives. It is looked up by
+    instance name first, then by provider type.
     """
     type_key = _key_text(provider_type)
     out: list[BudgetLimit] = []
@@ -141,7 +141,7 @@ def applicable_limits(
         matched = provider_name if provider_name in provider_limits else type_key
         if matched not in provider_limits or provider_limits[matched] is None:
             continue
-        if monthly is None and daily is not None:
+        if provider_limit_period(daily, monthly) == "daily":
             scope, unit, period = "provider_daily", "day", periods.day
         else:
             scope, unit, period = "provider_monthly", "month", periods.month
@@ -156,6 +156,18 @@ def applicable_limits(
             )
         )
     return out
+
+
+def provider_limit_period(
+    daily_limit: float | None, monthly_limit: float | None
+) -> Literal["daily", "monthly"]:
+    """The period a budget's ``provider_limits`` count in.
+
+    Daily only when the budget has a ``daily_limit`` and no ``monthly_limit``; otherwise
+    monthly, including a budget of provider limits alone (providers bill, and cap spend, by
+    the month).
+    """
+    return "daily" if daily_limit is not None and monthly_limit is None else "monthly"
 
 
 def request_limits(

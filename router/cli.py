@@ -335,7 +335,7 @@ def recommend(state: State, prompt: str, model: str | None, max_tokens: int | No
         request["max_tokens"] = max_tokens
     with state.manager() as manager:
         try:
-            recommendations = manager.get_cost_recommendations(request)
+            recommendations = manager.get_cost_recommendations(request, by="model")
         except RouterError as error:
             raise _fail(error) from None
     if as_json:

@@ -41,8 +41,10 @@ from pydantic import (
     model_validator,
 )
 
+from router.budget import provider_limit_period
 from router.catalog import Catalog, load_catalog
 from router.errors import ConfigError
+from router.ledger.sqlite import default_ledger_path
 from router.models import ProviderType
 
 __all__ = [
@@ -280,9 +282,10 @@ class ProviderConfig(BaseModel):
 class BudgetConfig(BaseModel):
     """A spending limit in USD.
 
-    ``provider_limits`` (keyed by provider instance name or provider type) apply to the budget's
-    period: monthly when ``monthly_limit`` is set, else daily. Alerts fire once per threshold
-    (fractions of the limit) per period.
+    ``provider_limits`` (keyed by provider instance name or provider type) count daily when the
+    budget has a ``daily_limit`` and no ``monthly_limit``, otherwise monthly (also when the
+    budget has provider limits alone). Alerts fire once per threshold (fractions of the limit)
+    per period.
     """
 
     model_config = _CONFIG
@@ -309,8 +312,8 @@ class BudgetConfig(BaseModel):
 
     @property
     def period(self) -> Literal["daily", "monthly"]:
-        """The period ``provider_limits`` apply to."""
-        return "monthly" if self.monthly_limit is not None else "daily"
+        """The period ``provider_limits`` apply to (:func:`router.budget.provider_limit_period`)."""
+        return provider_limit_period(self.daily_limit, self.monthly_limit)
 
 
 class ModelGroupMember(BaseModel):
@@ -359,7 +362,7 @@ class LedgerConfig(BaseModel):
             raise _Problems(problems)
         if self.type == "sqlite" and not self.path:
             environ: Mapping[str, str] = _context(info).get("environ", os.environ)
-            object.__setattr__(self, "path", str(_default_ledger_path(environ)))
+            object.__setattr__(self, "path", str(default_ledger_path(environ)))
         return self
 
     @property
@@ -368,15 +371,6 @@ class LedgerConfig(BaseModel):
         if self.url is None:
             return None
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.url)
-
-
-def _default_ledger_path(environ: Mapping[str, str]) -> Path:
-    data_home = environ.get("XDG_DATA_HOME")
-    if data_home:
-        return Path(data_home) / "router" / "ledger.db"
-    home = environ.get("HOME")
-    base = Path(home) if home else Path.home()
-    return base / ".local" / "share" / "router" / "ledger.db"
 
 
 class RouterConfig(BaseModel):

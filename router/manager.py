@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import pykka
 from pydantic import ValidationError
@@ -44,7 +44,7 @@ from router.health import HealthSnapshot
 from router.jobs import FINISHED, Job, JobRegistry
 from router.ledger import open_ledger
 from router.ledger.base import LedgerStore, UsageRecord
-from router.models import AIRequest, AIResponse, MCPTool, ProviderSelection
+from router.models import AIRequest, AIResponse, MCPTool, ProviderSelection, ProviderType
 from router.planner import Planner
 from router.providers import get_adapter
 from router.scheduler import Scheduler
@@ -486,8 +486,23 @@ class AIProviderManager:
         tools: Sequence[MCPTool | Mapping[str, Any]] | None = None,
         selection: ProviderSelection | Mapping[str, Any] | None = None,
         strategy: str = "cost",
-    ) -> dict[str, dict[str, Any]]:
-        """Per candidate (``provider/model``): estimated cost, health, availability, rank."""
+        by: Literal["provider_type", "model"] = "provider_type",
+    ) -> dict[Any, dict[str, Any]]:
+        """What the request would cost where, with each provider's health.
+
+        ``by="provider_type"`` (the product document's shape): keyed by :class:`ProviderType`,
+        the cheapest model (by expected cost, usable ones first) each provider type could
+        serve the request with; types with no candidate for it are left out.
+        ``by="model"``: every candidate keyed ``"provider/model"`` — the ranked ones in
+        strategy order, then those that cannot serve, with the ``reason``.
+
+        Each row: ``provider``, ``provider_type``, ``model``, ``estimated_cost`` (worst case,
+        what a budget reserves), ``expected_cost`` (what the cost strategy ranks by),
+        ``health_score``, ``status``, ``available``, ``rank``, ``reason``; per type also
+        ``candidate`` (its ``"provider/model"``).
+        """
+        if by not in ("provider_type", "model"):
+            raise ValueError(f"by must be 'provider_type' or 'model', not {by!r}")
         self._require_running()
         request, selection, strategy = _prepare(request, tools, selection, strategy, None)
         rows = self._supervisor.ask(("plan", request, selection, strategy), timeout=10)
@@ -509,6 +524,7 @@ class AIProviderManager:
                     "provider_type": candidate.provider_type,
                     "model": candidate.model,
                     "estimated_cost": candidate.estimated_cost,
+                    "expected_cost": candidate.expected_cost,
                     "health_score": snap.health_score if snap else 0.0,
                     "status": snap.status.value if snap else "unknown",
                     "available": available,
@@ -525,13 +541,16 @@ class AIProviderManager:
                     "provider_type": snap.provider_type if snap else None,
                     "model": model,
                     "estimated_cost": None,
+                    "expected_cost": None,
                     "health_score": snap.health_score if snap else 0.0,
                     "status": snap.status.value if snap else "unknown",
                     "available": False,
                     "rank": None,
                     "reason": row["reason"],
                 }
-        return out
+        if by == "model":
+            return out
+        return _cheapest_per_type(out)
 
     def get_budget_status(self) -> dict[str, Any]:
         """Each budget limit (spent, reserved, limit, percentage), spend per provider, alerts."""
@@ -637,3 +656,22 @@ def _stop_actor(ref: Any) -> None:
 
 # RouterError is re-exported for ``except router.manager.RouterError`` convenience.
 __all__ += ["RouterError"]
+
+
+def _cheapest_per_type(rows: Mapping[str, dict[str, Any]]) -> dict[ProviderType, dict[str, Any]]:
+    """The product document's recommendation shape: one row per provider type, its cheapest
+    ranked candidate (usable ones first; unknown prices last)."""
+    best: dict[ProviderType, dict[str, Any]] = {}
+    for key, row in rows.items():
+        if row["rank"] is None:
+            continue
+        kind = ProviderType(row["provider_type"])
+        mine = _cheapness(row)
+        if kind not in best or mine < _cheapness(best[kind]):
+            best[kind] = {"candidate": key, **row}
+    return best
+
+
+def _cheapness(row: Mapping[str, Any]) -> tuple[bool, bool, float, int]:
+    cost = row["expected_cost"]
+    return (not row["available"], cost is None, cost or 0.0, row["rank"])

@@ -28,7 +28,11 @@ from router.models import AIRequest, ProviderCapability, ProviderSelection, Prov
 from router.strategies import Candidate
 from router.tools import check_tool
 
-__all__ = ["Planner", "Plan", "DEFAULT_MODELS"]
+__all__ = ["Planner", "Plan", "DEFAULT_MODELS", "EXPECTED_OUTPUT_TOKENS"]
+
+#: The output length the cost strategy assumes for every candidate when ``max_tokens`` is unset
+#: (a typical chat answer). Only ranking uses it; budgets reserve the model's maximum output.
+EXPECTED_OUTPUT_TOKENS = 500
 
 # Used when a provider names no model of its own: a cheap current model of each type.
 DEFAULT_MODELS = {
@@ -97,6 +101,9 @@ class Planner:
     def plan(self, request: AIRequest, selection: ProviderSelection | None) -> Plan:
         selection = selection or ProviderSelection()
         input_tokens = estimate_request_tokens(request)
+        # One output length for every candidate: ranking by each model's own maximum would
+        # make a model look dearer for being able to write more.
+        expected_out = request.max_tokens or EXPECTED_OUTPUT_TOKENS
         plan = Plan(candidates=[], estimated_input_tokens=input_tokens)
         needed = _needed_capabilities(request, selection)
         limits = [
@@ -111,11 +118,14 @@ class Planner:
             key = f"{provider.name}/{model}"
             info = self.catalog.get(model)
             reason = self._unfit(provider, model, info, request, selection, needed, input_tokens)
-            estimate = None
+            estimate = expected = None
             if info is not None:
                 max_out = request.max_tokens or info.max_output_tokens
                 estimate = worst_case_cost(
                     input_tokens, max_out, info.input_price, info.output_price
+                )
+                expected = worst_case_cost(
+                    input_tokens, expected_out, info.input_price, info.output_price
                 )
             if reason is None:
                 for name, limit in limits:
@@ -145,6 +155,7 @@ class Planner:
                     provider_type=provider.type.value,
                     model=model,
                     estimated_cost=estimate,
+                    expected_cost=expected,
                     priority=provider.priority,
                     capabilities=frozenset(c.value for c in info.capabilities)
                     if info

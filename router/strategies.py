@@ -42,6 +42,9 @@ class Candidate:
     capabilities: frozenset[str] = frozenset()
     tier: str = ""
     info: Any = field(default=None, compare=False, repr=False)  # the catalog's ModelInfo
+    # What the request is expected to cost (typical input, one output length for every
+    # candidate); the cost strategy ranks by it. None when the model has no known price.
+    expected_cost: float | None = None
 
     @property
     def key(self) -> str:
@@ -50,9 +53,16 @@ class Candidate:
 
 @dataclass
 class StrategyState:
-    """Mutable strategy memory; lives in the supervisor actor only."""
+    """Mutable strategy memory; lives in the supervisor actor only.
+
+    ``skipped`` tells whether the supervisor will pass over a candidate right now (disabled,
+    circuit open, ...; the supervisor's own rule): round-robin moves its cursor past the
+    candidate that is actually served, so a skipped provider's turn is not handed to its
+    neighbour on top of the neighbour's own turn.
+    """
 
     round_robin_cursors: dict[tuple[str, ...], int] = field(default_factory=dict)
+    skipped: Callable[[Candidate], bool] | None = None
 
 
 Snapshots = Mapping[str, HealthSnapshot]
@@ -69,12 +79,21 @@ def _health_of(candidate: Candidate, snapshots: Snapshots) -> float:
 
 
 def cost(candidates: Sequence[Candidate], snapshots: Snapshots, state: StrategyState):
-    """Cheapest estimated cost first; unknown prices last; ties by priority (higher first)."""
+    """Cheapest expected cost first; unknown prices last; ties by priority (higher first).
+
+    Ranked by ``expected_cost``: the same output length for every candidate, so a model is
+    not ranked dearer because it *may* write more (its larger maximum output only matters to
+    the worst case, which budgets and ``max_cost_per_request`` check).
+    """
+
+    def expected(c: Candidate) -> float | None:
+        return c.expected_cost if c.expected_cost is not None else c.estimated_cost
+
     return sorted(
         candidates,
         key=lambda c: (
-            c.estimated_cost is None,
-            c.estimated_cost or 0.0,
+            expected(c) is None,
+            expected(c) or 0.0,
             -_priority_of(c, snapshots),
             c.provider,
         ),
@@ -124,15 +143,27 @@ def failover(candidates: Sequence[Candidate], snapshots: Snapshots, state: Strat
 
 
 def round_robin(candidates: Sequence[Candidate], snapshots: Snapshots, state: StrategyState):
-    """Rotate through the candidates; one cursor per distinct candidate set."""
+    """Rotate through the candidates; one cursor per distinct candidate set.
+
+    The order starts at the cursor, and the cursor then moves just past the first candidate
+    that will be served (the first one ``state.skipped`` does not rule out). So skipped
+    candidates lose their turn without giving the next one an extra turn: with one of three
+    providers disabled, the other two alternate. Any candidate that stays usable is served at
+    least once every ``len(candidates)`` requests, whatever the others do.
+    """
     if not candidates:
         return []
     ordered = sorted(candidates, key=lambda c: (c.provider, c.model))
     key = tuple(c.key for c in ordered)
-    cursor = state.round_robin_cursors.get(key, 0)
-    state.round_robin_cursors[key] = (cursor + 1) % len(ordered)
-    start = cursor % len(ordered)
-    return ordered[start:] + ordered[:start]
+    start = state.round_robin_cursors.get(key, 0) % len(ordered)
+    rotated = ordered[start:] + ordered[:start]
+    skipped = state.skipped
+    served = 0
+    if skipped is not None:
+        served = next((i for i, c in enumerate(rotated) if not skipped(c)), -1)
+    if served >= 0:  # nobody usable: nobody had a turn, the cursor stays
+        state.round_robin_cursors[key] = (start + served + 1) % len(ordered)
+    return rotated
 
 
 STRATEGIES: dict[str, Callable[..., list[Candidate]]] = {

@@ -61,7 +61,7 @@ class SupervisorActor(RouterActor):
         # (given by the manager); only whole immutable snapshots are stored, so a read never
         # sees a half-updated provider.
         self.snapshots: dict[str, HealthSnapshot] = snapshots if snapshots is not None else {}
-        self.state = StrategyState()
+        self.state = StrategyState(skipped=self._skipped)
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Dispatch):
@@ -163,6 +163,10 @@ class SupervisorActor(RouterActor):
 
     def _skip_reason(self, candidate: Candidate, now: float) -> str | None:
         return skip_reason(candidate, self.snapshots, now)
+
+    def _skipped(self, candidate: Candidate) -> bool:
+        # What _try_next will pass over; round-robin moves its cursor past it (strategies.py).
+        return self._skip_reason(candidate, self.clock()) is not None
 
     def _on_attempt_failed(self, message: AttemptFailed) -> None:
         job, candidate, error = message.job, message.candidate, message.error

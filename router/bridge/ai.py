@@ -146,7 +146,7 @@ class AIDoor:
         ai_request, options = generate_request(request.json())
         strategy = options["strategy"] or "cost"
         rows = self.bridge.manager.get_cost_recommendations(
-            ai_request, selection=options["selection"], strategy=strategy
+            ai_request, selection=options["selection"], strategy=strategy, by="model"
         )
         return self.bridge.json(
             200,

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -81,13 +81,17 @@ _USAGE_COLUMNS = (
 _BUSY_TIMEOUT_S = 30.0
 
 
-def default_ledger_path() -> Path:
-    """The per-user default: ``$XDG_STATE_HOME/router/ledger.sqlite3``
-    (``~/.local/state/router/ledger.sqlite3`` when unset)."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(state) / "router" / "ledger.sqlite3"
+def default_ledger_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The per-user default file: ``$XDG_DATA_HOME/router/ledger.db``
+    (``~/.local/share/router/ledger.db`` when unset). ``LedgerConfig`` fills its ``path``
+    with this, so every store the router opens by default is the same file."""
+    environ = os.environ if environ is None else environ
+    data_home = environ.get("XDG_DATA_HOME")
+    if data_home:
+        return Path(data_home) / "router" / "ledger.db"
+    home = environ.get("HOME")
+    base = Path(home) if home else Path.home()
+    return base / ".local" / "share" / "router" / "ledger.db"
 
 
 class SQLiteLedger(LedgerStore):
