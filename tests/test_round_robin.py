@@ -37,8 +37,7 @@ def test_a_disabled_provider_does_not_double_its_neighbours_turns(make_manager, 
     manager = make_manager(config)
     request = AIRequest(model="fast", messages=[{"role": "user", "content": "Hi"}])
     served = Counter(
-        manager.process_request(request, strategy="round_robin").provider_name
-        for _ in range(30)
+        manager.process_request(request, strategy="round_robin").provider_name for _ in range(30)
     )
     # Before the fix the provider after the disabled one also got its turn: 20/10.
     assert served == {"anthropic": 15, "openai": 15}
@@ -194,8 +193,8 @@ class RoundRobinUnderSkips(RuleBasedStateMachine):
                 self.stretch_usable, self.stretch = usable, Counter()
             self.stretch[chosen] += 1
             for name in NAMES:
-                self.waiting[name] = 0 if name == chosen or name not in usable else (
-                    self.waiting[name] + 1
+                self.waiting[name] = (
+                    0 if name == chosen or name not in usable else (self.waiting[name] + 1)
                 )
 
     @invariant()
