@@ -256,7 +256,7 @@ def test_provider_limits_may_name_a_type_or_an_instance() -> None:
         environ=ALL_KEYS,
     )
     assert config.budgets[0].provider_limits == {"openai": 5.0, "google": 1.0}
-    assert config.budgets[0].period == "daily"
+    assert config.budgets[0].period == "monthly"  # provider limits alone: monthly
 
 
 def test_bad_timezone(tmp_path: Path) -> None:

@@ -332,10 +332,10 @@ class TestOpenLedger:
         store.close()
 
     def test_sqlite_default_path_is_per_user(self, tmp_path, monkeypatch):
-        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-        assert default_ledger_path() == tmp_path / "router" / "ledger.sqlite3"
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+        assert default_ledger_path() == tmp_path / "router" / "ledger.db"
         store = open_ledger(SimpleNamespace(type="sqlite", path=None))
-        assert Path(store.path) == tmp_path / "router" / "ledger.sqlite3"
+        assert Path(store.path) == tmp_path / "router" / "ledger.db"
         store.close()
 
     def test_unknown_type_is_a_config_error(self):
