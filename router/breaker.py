@@ -60,10 +60,13 @@ class _Open:
 
     state = CircuitState.OPEN
 
-    def __init__(self, opened_at: float) -> None:
+    def __init__(self, opened_at: float, retry_at: float | None = None) -> None:
         self.opened_at = opened_at
+        self._retry_at = retry_at  # set when another process decided the timer (hold_open)
 
     def retry_at(self, breaker: CircuitBreaker) -> float:
+        if self._retry_at is not None:
+            return self._retry_at
         return self.opened_at + breaker.recovery_timeout
 
     def allow(self, breaker: CircuitBreaker) -> bool:
@@ -171,6 +174,17 @@ class CircuitBreaker:
         the budget): let the next request be the trial. A no-op in any other state."""
         if isinstance(self._state, _HalfOpen):
             self._state.in_flight = False
+
+    @property
+    def trial_in_flight(self) -> bool:
+        """A half-open trial admitted here has not reported yet."""
+        return isinstance(self._state, _HalfOpen) and self._state.in_flight
+
+    def hold_open(self, retry_at: float) -> None:
+        """Be open until ``retry_at`` (clock time) without counting a failure: the circuit was
+        opened, or its trial taken, elsewhere (another process sharing the circuit). Replaces
+        any local timer and ends a local half-open state."""
+        self._enter(_Open(self._clock(), retry_at))
 
     def reset(self) -> None:
         """Close the breaker and forget failures (e.g. after the provider was reconfigured)."""

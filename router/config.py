@@ -333,7 +333,9 @@ class LedgerConfig(BaseModel):
     allowed); ``redis`` shares it between processes (``url`` required); ``memory`` forgets it on
     exit. ``fail_open``: when the store is unreachable, serve requests without recording (True)
     or refuse them (False). ``reservation_ttl``: seconds after which an unsettled reservation is
-    released (a crashed process must not hold budget forever).
+    released (a crashed process must not hold budget forever). ``share_limits`` (redis only,
+    default on): also share client-side rpm/tpm windows, circuit states and health figures
+    with every process on the same Redis and prefix (``router.fleet``).
     """
 
     model_config = _CONFIG
@@ -345,6 +347,7 @@ class LedgerConfig(BaseModel):
     key_prefix: str = Field(default="router", min_length=1)
     fail_open: bool = False
     reservation_ttl: float = Field(default=600.0, gt=0)
+    share_limits: bool = True
 
     @model_validator(mode="after")
     def _check_store(self, info: ValidationInfo) -> LedgerConfig:

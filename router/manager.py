@@ -40,6 +40,8 @@ from router.errors import (
     RequestTimeoutError,
     RouterError,
 )
+from router.fleet import FleetStore, LocalFleet, open_fleet
+from router.fleet.sync import FleetSync, fleet_totals, health_figures
 from router.health import HealthSnapshot
 from router.jobs import FINISHED, Job, JobRegistry
 from router.ledger import open_ledger
@@ -122,11 +124,17 @@ class AIProviderManager:
         alert_callbacks: Sequence[Callable[[BudgetAlert], Any]] = (),
         keep_raw: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        fleet: FleetStore | None = None,
     ) -> None:
         self.config = _coerce_config(config)
         self._clock = clock  # breaker time; injectable so tests need not wait
         self._catalog = catalog
         self._ledger = ledger
+        # What processes share besides spend (router.fleet): given, or opened from the
+        # ledger's Redis at start; None = this process alone.
+        self._fleet_store = fleet
+        self._fleet: FleetStore | None = None
+        self._fleet_sync: FleetSync | None = None
         self._alert_callbacks: list[Callable[[BudgetAlert], Any]] = list(alert_callbacks)
         self._keep_raw = keep_raw
         self._lock = threading.Lock()
@@ -170,6 +178,13 @@ class AIProviderManager:
                 self._audit = AuditLog(self.config.audit_log)
             self._scheduler = Scheduler().start()
             try:
+                self._fleet = (
+                    self._fleet_store
+                    if self._fleet_store is not None
+                    else open_fleet(self.config.ledger) or LocalFleet()
+                )
+                if self._fleet.shared:
+                    self._fleet_sync = FleetSync(self._fleet, clock=self._clock)
                 self._start_actors(planner, store)
             except Exception:
                 self._teardown()
@@ -244,9 +259,12 @@ class AIProviderManager:
                 board=board,
                 outcomes=outcomes,
                 doors=self._doors,
+                fleet=self._fleet_sync,
             )
             outcomes.target = self._providers[provider.name]
         self._supervisor.ask(("wire", dict(self._providers), self._budget))
+        if self._fleet_sync is not None:
+            self._fleet_sync.start(self._providers, board)
         # Snapshots are pushed on start; wait for them so the first request sees real state.
         for ref in self._providers.values():
             ref.ask("snapshot")
@@ -279,6 +297,9 @@ class AIProviderManager:
             self._teardown(timeout)
 
     def _teardown(self, timeout: float = 10.0) -> None:
+        if self._fleet_sync is not None:
+            self._fleet_sync.stop()
+            self._fleet_sync = None
         if self._supervisor is not None:
             _stop_actor(self._supervisor)
         deadline = time.monotonic() + timeout
@@ -306,6 +327,9 @@ class AIProviderManager:
         self._contexts.clear()
         self._doors.clear()
         self._supervisor = self._budget = self._scheduler = None
+        if self._fleet is not None and self._fleet is not self._fleet_store:
+            self._fleet.close()  # opened here
+        self._fleet = None
 
     def __enter__(self) -> AIProviderManager:
         return self.start()
@@ -585,7 +609,28 @@ class AIProviderManager:
             "providers": {name: snap.to_dict() for name, snap in health.items()},
             "models": usage.pop("by_model"),
             "budget": budget,
+            "fleet": self.fleet_status(health),
         }
+
+    def fleet_status(self, health: Mapping[str, HealthSnapshot] | None = None) -> dict[str, Any]:
+        """What this process shares with the others on its Redis ledger (``router.fleet``):
+        the store's state (``shared``, ``warning`` while Redis is unreachable), every live
+        worker's provider figures (``workers``, by ``host:pid``), and their sum per provider
+        (``providers``). Without a shared ledger, a fleet of one: this process."""
+        self._require_running()
+        store = self._fleet
+        assert store is not None
+        out = store.stats()
+        workers = store.read_health() if store.shared else None
+        if not workers or store.worker not in workers:
+            # Alone, unreachable, or not yet published: this process's own figures now.
+            if health is None:
+                health = self.provider_health()
+            own = {name: health_figures(snap) for name, snap in health.items()}
+            workers = {**(workers or {}), store.worker: {"worker": store.worker, "providers": own}}
+        out["workers"] = workers
+        out["providers"] = fleet_totals(workers)
+        return out
 
     # --- runtime changes ---------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 Run as ``python tests/budget_worker.py '<settings JSON>'``. Settings: ``base_url`` (the
 emulator's OpenAI URL), ``ledger`` (``{"type": "redis", "url", "key_prefix", "fail_open",
 "journal_dir", "retry_interval"}`` or ``{"type": "sqlite", "path"}``), ``limit`` (the monthly
-budget in dollars), ``callers`` (concurrent caller threads), ``reservation_ttl``.
+budget in dollars; no budget without it), ``callers`` (concurrent caller threads),
+``reservation_ttl``; for the fleet tests also ``providers`` (provider entries replacing the one
+OpenAI provider), ``strategy``, and ``fleet`` (``{"window": seconds}``: share rate windows,
+circuits and health on the ledger's Redis with a short rate window).
 
 It prints ``{"event": "ready", "pid": ...}`` once its :class:`AIProviderManager` has started,
 then answers one JSON line per command line:
@@ -12,10 +15,12 @@ then answers one JSON line per command line:
 - ``{"cmd": "submit", "n": N}``: submit N requests and answer at once (they stay in flight);
   ``{"cmd": "collect"}`` waits for them and answers with their outcomes.
 - ``{"cmd": "status"}``: the budget status (with the ledger's own stats).
+- ``{"cmd": "fleet"}``: ``manager.fleet_status()``; ``{"cmd": "circuits"}``: each provider's
+  circuit state as this process sees it.
 - ``{"cmd": "quit"}``: stop the manager, close the ledger, exit.
 
 Outcomes: ``{"ok": [provider request ids], "budget": n, "ledger": [messages], "other":
-[messages]}``. The test process computes the worst-case cost with :func:`make_request`.
+[messages], "by_provider": {provider name: answers}, "errors": {error type: count}}``. The test process computes the worst-case cost with :func:`make_request`.
 """
 
 from __future__ import annotations
@@ -71,22 +76,26 @@ def router_config(settings: dict[str, Any]) -> dict[str, Any]:
             key_prefix=ledger["key_prefix"],
             fail_open=ledger.get("fail_open", False),
         )
-    return {
+    providers = settings.get("providers") or [{"name": "openai", "base_url": settings["base_url"]}]
+    config: dict[str, Any] = {
         "providers": [
             {
-                "name": "openai",
                 "type": "openai",
                 "api_key": "sk-test-openai-0123456789abcdefghij",
-                "base_url": settings["base_url"],
                 "timeout": 30.0,
                 "max_concurrency": settings.get("callers", 25),
                 "max_retries": 0,
+                **provider,
             }
+            for provider in providers
         ],
-        "budgets": [{"name": "Shared", "monthly_limit": settings["limit"]}],
         "ledger": config_ledger,
         "request_timeout": 60.0,
+        "default_strategy": settings.get("strategy", "cost"),
     }
+    if settings.get("limit") is not None:
+        config["budgets"] = [{"name": "Shared", "monthly_limit": settings["limit"]}]
+    return config
 
 
 def open_store(settings: dict[str, Any]) -> Any:
@@ -107,17 +116,44 @@ def open_store(settings: dict[str, Any]) -> Any:
     )
 
 
+def open_fleet(settings: dict[str, Any]) -> Any:
+    """The shared fleet store with the test's short rate window, or ``None`` (the manager
+    then opens the default one for a Redis ledger)."""
+    fleet = settings.get("fleet")
+    if fleet is None:
+        return None
+    from router.fleet.redis import RedisFleet
+
+    ledger = settings["ledger"]
+    return RedisFleet(
+        ledger["url"],
+        key_prefix=ledger["key_prefix"],
+        window=fleet.get("window", 60.0),
+        retry_interval=ledger.get("retry_interval", 1.0),
+    )
+
+
 class Worker:
     def __init__(self, settings: dict[str, Any]) -> None:
         from router.manager import AIProviderManager
 
         self.callers = int(settings.get("callers", 25))
         self.store = open_store(settings)
-        self.manager = AIProviderManager(router_config(settings), ledger=self.store).start()
+        self.fleet = open_fleet(settings)
+        self.manager = AIProviderManager(
+            router_config(settings), ledger=self.store, fleet=self.fleet
+        ).start()
         self.in_flight: list[Any] = []
 
     def outcome(self, futures: list[Any]) -> dict[str, Any]:
-        result: dict[str, Any] = {"ok": [], "budget": 0, "ledger": [], "other": []}
+        result: dict[str, Any] = {
+            "ok": [],
+            "budget": 0,
+            "ledger": [],
+            "other": [],
+            "by_provider": {},
+            "errors": {},
+        }
         for future in futures:
             try:
                 response = future.get(timeout=120)
@@ -127,8 +163,12 @@ class Worker:
                 result["ledger"].append(str(error))
             except Exception as error:
                 result["other"].append(f"{type(error).__name__}: {error}")
+                kind = type(error).__name__
+                result["errors"][kind] = result["errors"].get(kind, 0) + 1
             else:
                 result["ok"].append(response.request_id)
+                name = response.provider_name
+                result["by_provider"][name] = result["by_provider"].get(name, 0) + 1
         return result
 
     def run(self, n: int) -> dict[str, Any]:
@@ -162,6 +202,10 @@ class Worker:
         if cmd == "collect":
             futures, self.in_flight = self.in_flight, []
             return self.outcome(futures)
+        if cmd == "fleet":
+            return self.manager.fleet_status()
+        if cmd == "circuits":
+            return {n: s.circuit_state for n, s in self.manager.provider_health().items()}
         if cmd == "status":
             try:
                 return {"status": self.manager.get_budget_status()}
@@ -173,6 +217,8 @@ class Worker:
         self.manager.stop()
         stats = self.store.stats() if hasattr(self.store, "stats") else {}
         self.store.close()
+        if self.fleet is not None:
+            self.fleet.close()
         return {"stopped": True, "ledger": stats}
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import pykka
 import pytest
+from redis_server import RedisServer
+from router_processes import Worker
 from support import router_config
 
 
@@ -44,3 +46,27 @@ def make_manager(emulator: Any) -> Iterator[Any]:
     for manager in managers:
         manager.stop()
     pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture
+def start_workers(tmp_path) -> Iterator:
+    """Start workers in parallel and wait until each is ready; all are killed after the test."""
+    workers: list[Worker] = []
+
+    def start(*all_settings: dict[str, Any]) -> list[Worker]:
+        batch = [Worker(settings, tmp_path) for settings in all_settings]
+        workers.extend(batch)
+        for worker in batch:
+            assert worker.answer(timeout=60)["event"] == "ready"
+        return batch
+
+    yield start
+    for worker in workers:
+        worker.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop(save=False)

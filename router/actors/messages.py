@@ -19,6 +19,8 @@ __all__ = [
     "Reconfigure",
     "Probe",
     "ProbeResult",
+    "FleetRefused",
+    "FleetCircuit",
     "Reserve",
     "Settle",
     "Release",
@@ -100,6 +102,26 @@ class Probe(NamedTuple):
 class ProbeResult(NamedTuple):
     ok: bool
     error: str | None
+
+
+class FleetRefused(NamedTuple):
+    """The fleet refused an admitted attempt before it was sent (``router.fleet.gate``):
+    ``kind`` ``"rate"`` (the shared rpm/tpm window is full) or ``"circuit"`` (another process
+    holds the half-open trial); ``wait`` seconds until it may go."""
+
+    attempt: Attempt
+    kind: str
+    wait: float
+
+
+class FleetCircuit(NamedTuple):
+    """The provider's circuit as the fleet sees it (``router.fleet.sync``): ``state``
+    ``"open"`` or ``"closed"``, ``retry_in`` seconds until a trial may go. ``seq``: the last
+    of this actor's own publications the reading had seen (older readings are ignored)."""
+
+    state: str
+    retry_in: float
+    seq: int
 
 
 # --- to the budget actor -------------------------------------------------------------------

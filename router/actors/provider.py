@@ -10,13 +10,15 @@ Messages:
   Outcome      update health and breaker; retry after a backoff, fail over, or finish
   Reconfigure  enable/disable, priority, key rotation, rate limits
   Probe        (optional) send a models-list request to check the provider; ProbeResult back
+  FleetRefused the fleet's rate window or half-open trial refused an admitted attempt: wait or
+               fail back (only with a shared fleet store, see router.fleet)
+  FleetCircuit the circuit as the fleet sees it: follow it unless this process's own trial runs
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from concurrent.futures import Executor
 from functools import partial
 from typing import Any
@@ -29,6 +31,8 @@ from router.actors.messages import (
     Admitted,
     Attempt,
     AttemptFailed,
+    FleetCircuit,
+    FleetRefused,
     Outcome,
     Probe,
     ProbeResult,
@@ -48,6 +52,8 @@ from router.errors import (
     RateLimitError,
     RouterError,
 )
+from router.fleet.gate import run_gated
+from router.fleet.window import RateWindow
 from router.health import HealthSnapshot, HealthTracker
 from router.retry import RetryPolicy
 from router.scheduler import Scheduler
@@ -76,8 +82,14 @@ class ProviderActor(RouterActor):
         board: dict[str, HealthSnapshot] | None = None,
         outcomes: DeferredMessages | None = None,
         doors: dict[str, tuple[str | None] | None] | None = None,
+        fleet: Any = None,
     ) -> None:
         super().__init__()
+        # router.fleet.sync.FleetSync when rate windows and circuits are shared with other
+        # processes (its store is called only from attempt threads, never here).
+        self.fleet = fleet
+        self._fleet_seq = 0  # numbers this actor's circuit publications
+        self._following_fleet = False  # applying the fleet's circuit: do not publish it back
         # Where the provider says whether it admits any attempt right now (and with which
         # key): a caller with nothing to choose admits itself there instead of asking.
         self.doors = doors
@@ -109,7 +121,7 @@ class ProviderActor(RouterActor):
         )
         self.health = HealthTracker()
         self.in_flight = 0
-        self._window: deque[tuple[float, int]] = deque()  # (time, tokens) of the last minute
+        self._window = RateWindow()  # this process's own rpm/tpm window (no shared fleet)
         self._probe_timer: Any = None
         self._batching = False  # inside handle_deferred: publish once at the end
 
@@ -143,6 +155,10 @@ class ProviderActor(RouterActor):
             self._on_probe()
         elif isinstance(message, ProbeResult):
             self._on_probe_result(message)
+        elif isinstance(message, FleetRefused):
+            self._on_fleet_refused(message)
+        elif isinstance(message, FleetCircuit):
+            self._on_fleet_circuit(message)
         elif message == "snapshot":
             return self.snapshot()
         return None
@@ -167,17 +183,10 @@ class ProviderActor(RouterActor):
         if reason is not None:
             self._fail_back(attempt, ProviderUnavailableError(reason, provider=self.config.name))
             return
-        wait = self._rate_limit_wait(job.estimated_input_tokens)
+        # A shared fleet counts the attempt on the thread that runs it (router.fleet.gate).
+        wait = 0.0 if self.fleet else self._rate_limit_wait(job.estimated_input_tokens)
         if wait > 0:
-            if attempt.may_wait and time.monotonic() + wait < job.deadline:
-                self.scheduler.call_later(wait, lambda: self._tell_self(attempt))
-            else:
-                error = RateLimitError(
-                    f"client-side rate limit (rpm={self.rpm}, tpm={self.tpm})",
-                    provider=self.config.name,
-                    retry_after=wait,
-                )
-                self._fail_back(attempt, error)
+            self._wait_or_fail_back(attempt, wait)
             return
         if not self.breaker.allow_request():
             retry_at = self.breaker.retry_at()
@@ -189,15 +198,16 @@ class ProviderActor(RouterActor):
             )
             self._fail_back(attempt, error)
             return
-        if self.rpm or self.tpm:
+        if (self.rpm or self.tpm) and not self.fleet:
             # Only a configured limit reads (and prunes) the window; recording every attempt
             # without one grew it by one entry per request for the life of the process.
-            self._window.append((self.clock(), job.estimated_input_tokens))
+            self._window.record(job.estimated_input_tokens, self.clock())
         self.in_flight += 1
         job.attempts += 1
         # A success may be reported lazily unless this attempt is a half-open trial, whose
         # result must close (or reopen) the breaker at once.
-        defer_success = self.deferred is not None and self.breaker.state == CircuitState.CLOSED
+        trial = self.breaker.state != CircuitState.CLOSED
+        defer_success = self.deferred is not None and not trial
         task = partial(
             run_attempt,
             self.context,
@@ -207,6 +217,17 @@ class ProviderActor(RouterActor):
             self.budget,
             defer_success,
         )
+        if self.fleet and (self.rpm or self.tpm or trial):
+            task = partial(
+                run_gated,
+                self.fleet.store,
+                attempt,
+                self.rpm,
+                self.tpm,
+                trial,
+                self.actor_ref,
+                task,
+            )
         try:
             # A caller waiting on its own thread runs the attempt there (no worker wake-up,
             # no hand-back); either way it takes one of the provider's max_concurrency slots.
@@ -281,6 +302,75 @@ class ProviderActor(RouterActor):
             self.supervisor.tell(
                 AttemptFailed(job, attempt.candidate, error, attempt.reservation_id)
             )
+
+    def _on_fleet_refused(self, refused: FleetRefused) -> None:
+        self.in_flight -= 1
+        attempt = refused.attempt
+        attempt.job.attempts -= 1  # nothing was sent
+        if refused.kind == "circuit":
+            # Another process runs the trial: open here until it may be ours, and fail over.
+            self._follow_fleet(lambda: self.breaker.hold_open(self.clock() + refused.wait))
+            self._push()
+            if attempt.job.done:
+                self._release(attempt)
+                return
+            error = CircuitOpenError(
+                f"circuit open (trial running in another process; retry in {refused.wait:.1f}s)",
+                provider=self.config.name,
+                retry_after=refused.wait,
+            )
+            self._fail_back(attempt, error)
+            return
+        if self.breaker.trial_in_flight:
+            self.breaker.release_trial()  # the trial was this attempt; it never went
+        self._push()
+        if attempt.job.done:
+            self._release(attempt)
+            return
+        self._wait_or_fail_back(attempt, refused.wait)
+
+    def _on_fleet_circuit(self, circuit: FleetCircuit) -> None:
+        if circuit.seq < self._fleet_seq or self.breaker.trial_in_flight:
+            return  # older than this process's own last change, or our trial decides
+        breaker = self.breaker
+        if circuit.state == "open":
+            retry_at = self.clock() + circuit.retry_in
+            current = breaker.retry_at()
+            if breaker.state == CircuitState.CLOSED or current is None:
+                logger.warning(
+                    "%s: circuit opened by another process (retry in %.1fs)",
+                    self.config.name,
+                    circuit.retry_in,
+                )
+            elif abs(current - retry_at) < 0.1:
+                return
+            self._follow_fleet(lambda: breaker.hold_open(retry_at))
+        elif breaker.state != CircuitState.CLOSED:
+            logger.info("%s: circuit closed by another process's trial", self.config.name)
+            self._follow_fleet(breaker.reset)
+        else:
+            return
+        self._push()
+
+    def _follow_fleet(self, change: Any) -> None:
+        self._following_fleet = True
+        try:
+            change()
+        finally:
+            self._following_fleet = False
+
+    def _wait_or_fail_back(self, attempt: Attempt, wait: float) -> None:
+        """Over the client-side rate limit: wait (the last candidate, with time left) or let
+        the supervisor try the next candidate."""
+        if attempt.may_wait and time.monotonic() + wait < attempt.job.deadline:
+            self.scheduler.call_later(wait, lambda: self._tell_self(attempt))
+            return
+        error = RateLimitError(
+            f"client-side rate limit (rpm={self.rpm}, tpm={self.tpm})",
+            provider=self.config.name,
+            retry_after=wait,
+        )
+        self._fail_back(attempt, error)
 
     def _account_failure(self, error: RouterError) -> None:
         if error.trips_breaker:
@@ -363,16 +453,7 @@ class ProviderActor(RouterActor):
         return None
 
     def _rate_limit_wait(self, tokens: int) -> float:
-        if not self.rpm and not self.tpm:
-            return 0.0
-        now = self.clock()
-        while self._window and self._window[0][0] <= now - 60.0:
-            self._window.popleft()
-        if self.rpm and len(self._window) >= self.rpm:
-            return self._window[0][0] + 60.0 - now
-        if self.tpm and self._window and sum(t for _, t in self._window) + tokens > self.tpm:
-            return self._window[0][0] + 60.0 - now
-        return 0.0
+        return self._window.wait(self.rpm, self.tpm, tokens, self.clock())
 
     def _fail_back(self, attempt: Attempt, error: RouterError) -> None:
         self.supervisor.tell(
@@ -394,6 +475,11 @@ class ProviderActor(RouterActor):
 
     def _circuit_changed(self, old: CircuitState, new: CircuitState) -> None:
         logger.info("%s: circuit %s -> %s", self.config.name, old.value, new.value)
+        if self.fleet is None or self._following_fleet or new == CircuitState.HALF_OPEN:
+            return  # a trial is claimed by its attempt (router.fleet.gate), not published
+        self._fleet_seq += 1
+        retry_at = self.breaker.retry_at() if new == CircuitState.OPEN else None
+        self.fleet.publish(self.config.name, self._fleet_seq, new.value, retry_at)
 
     def snapshot(self) -> HealthSnapshot:
         p50, p95 = self.health.latency_percentiles()
