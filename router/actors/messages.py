@@ -107,11 +107,13 @@ class ProbeResult(NamedTuple):
 class FleetRefused(NamedTuple):
     """The fleet refused an admitted attempt before it was sent (``router.fleet.gate``):
     ``kind`` ``"rate"`` (the shared rpm/tpm window is full) or ``"circuit"`` (another process
-    holds the half-open trial); ``wait`` seconds until it may go."""
+    holds the half-open trial); ``wait`` seconds until it may go. ``trial``: the attempt was
+    this process's half-open trial."""
 
     attempt: Attempt
     kind: str
     wait: float
+    trial: bool = False
 
 
 class FleetCircuit(NamedTuple):

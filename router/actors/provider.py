@@ -321,8 +321,8 @@ class ProviderActor(RouterActor):
             )
             self._fail_back(attempt, error)
             return
-        if self.breaker.trial_in_flight:
-            self.breaker.release_trial()  # the trial was this attempt; it never went
+        if refused.trial:
+            self.breaker.release_trial()  # it never went: the next attempt is the trial
         self._push()
         if attempt.job.done:
             self._release(attempt)

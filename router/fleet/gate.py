@@ -45,11 +45,11 @@ def run_gated(
         if rpm or tpm:
             wait = store.take_rate(name, rpm, tpm, job.estimated_input_tokens)
             if wait > 0:
-                refused = FleetRefused(attempt, "rate", wait)
+                refused = FleetRefused(attempt, "rate", wait, trial)
         if refused is None and trial:
             wait_trial = store.take_trial(name, max(0.0, job.remaining()) + TRIAL_MARGIN)
             if wait_trial is not None:
-                refused = FleetRefused(attempt, "circuit", wait_trial)
+                refused = FleetRefused(attempt, "circuit", wait_trial, trial)
         if refused is not None:
             try:
                 provider_ref.tell(refused)
