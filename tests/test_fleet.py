@@ -260,3 +260,84 @@ def test_one_circuit_and_one_half_open_trial_across_four_workers(
     status = opener.ask(cmd="fleet")
     assert len(status["workers"]) == 4
     assert status["providers"]["only"]["workers"] == 4
+
+
+# --- one process's view: status, metrics, an outage --------------------------------------------
+
+
+def ask(text: str = "Hello there") -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+
+
+def test_status_and_metrics_show_every_worker_of_the_fleet(make_manager, emulator, redis_server):
+    from prometheus_client.parser import text_string_to_metric_families
+    from support import router_config
+    from test_bridge import call
+
+    from router.bridge import create_app
+
+    # Two managers on one Redis stand for two processes (each its own worker id).
+    here = make_manager(router_config(emulator), fleet=fleet(redis_server, "host:1"))
+    there = make_manager(router_config(emulator), fleet=fleet(redis_server, "host:2"))
+    for _ in range(3):
+        there.process_request(ask())
+    app = create_app(here, auth_token="")
+
+    def fleet_view() -> dict[str, Any]:
+        return call(app, "GET", "/ai/status").json()["fleet"]
+
+    poll(
+        lambda: fleet_view()["providers"].get("openai", {}).get("requests") == 3,
+        what="the other worker's heartbeat",
+        every=0.02,
+    )
+    view = fleet_view()
+    assert view["shared"] is True and set(view["workers"]) == {"host:1", "host:2"}
+    assert view["workers"]["host:2"]["providers"]["openai"]["successes"] == 3
+    assert view["providers"]["openai"]["workers"] == 2
+
+    text = call(app, "GET", "/metrics").body.decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("router_fleet_shared", ())] == 1.0
+    assert samples[("router_fleet_workers", ())] == 2.0
+    labels = (("provider", "openai"), ("worker", "host:2"))
+    assert samples[("router_fleet_provider_requests", labels)] == 3.0
+    assert samples[("router_fleet_circuit_state", labels)] == 0.0
+
+
+def test_without_redis_limits_and_circuits_are_per_process(
+    make_manager, emulator, redis_server, caplog
+):
+    from support import router_config
+
+    from router.errors import CircuitOpenError, RateLimitError
+
+    config = router_config(emulator)
+    openai = config["providers"][0]
+    openai.update(rpm=2, circuit_breaker={"failure_threshold": 1, "recovery_timeout": 30})
+    store = fleet(redis_server, "alone")
+    manager = make_manager(config, fleet=store)
+    redis_server.stop(save=False)
+    with caplog.at_level(logging.WARNING):
+        # The rpm limit still holds, counted by this process alone ...
+        manager.process_request(ask())
+        manager.process_request(ask())
+        with pytest.raises(RateLimitError, match="client-side rate limit"):
+            manager.process_request(ask(), timeout=2)
+        status = manager.get_manager_stats()["fleet"]
+    assert status["shared"] is False and "per process" in status["warning"]
+    assert "FLEET STATE UNAVAILABLE" in caplog.text
+    assert list(status["workers"]) == ["alone"]  # its own figures, read locally
+
+    # ... and so does the breaker: a failure opens it here, with nobody to tell.
+    manager.update_provider("openai", rpm=0)
+    emulator.add_fault(provider="openai", kind="server_error", count=1)
+    with pytest.raises(Exception) as failed:
+        manager.process_request(ask())
+    assert not isinstance(failed.value, CircuitOpenError)
+    with pytest.raises(CircuitOpenError):
+        manager.process_request(ask())

@@ -138,12 +138,14 @@ class _ManagerCollector:
         try:
             health = self._manager.provider_health()
             budget = self._manager.get_budget_status()
+            fleet = self._manager.fleet_status(health)
         except Exception:
             # A manager stopping mid-scrape must not turn the scrape into a 500.
             logger.warning("metrics: could not read provider health or budgets", exc_info=True)
             return
         yield from _provider_gauges(health)
         yield from _budget_gauges(budget)
+        yield from _fleet_gauges(fleet)
 
 
 def _provider_gauges(health: dict[str, Any]) -> Iterator[Metric]:
@@ -167,6 +169,50 @@ def _provider_gauges(health: dict[str, Any]) -> Iterator[Metric]:
         enabled.add_metric([name], 1.0 if snap.disabled_reason is None else 0.0)
         in_flight.add_metric([name], float(snap.in_flight))
     yield from (circuit, score, enabled, in_flight)
+
+
+def _fleet_gauges(fleet: dict[str, Any]) -> Iterator[Metric]:
+    """Every live worker's figures, labelled by worker (``host:pid``): whichever worker a
+    scrape reaches, it shows the whole fleet (``sum by (provider)`` for fleet totals)."""
+    shared = GaugeMetricFamily(
+        "router_fleet_shared",
+        "1 while rate limits and circuits are shared with the other processes on the Redis "
+        "ledger; 0 alone or while Redis is unreachable (then they are per process).",
+    )
+    shared.add_metric([], 1.0 if fleet.get("shared") else 0.0)
+    workers = fleet.get("workers") or {}
+    count = GaugeMetricFamily("router_fleet_workers", "Router processes reporting to the fleet.")
+    count.add_metric([], float(len(workers)))
+    labels = ["provider", "worker"]
+    families = {
+        "requests": GaugeMetricFamily(
+            "router_fleet_provider_requests",
+            "Attempts per provider since each worker started.",
+            labels=labels,
+        ),
+        "failures": GaugeMetricFamily(
+            "router_fleet_provider_failures",
+            "Failed attempts per provider since each worker started.",
+            labels=labels,
+        ),
+        "in_flight": GaugeMetricFamily(
+            "router_fleet_provider_in_flight",
+            "Requests in flight per provider and worker.",
+            labels=labels,
+        ),
+    }
+    circuit = GaugeMetricFamily(
+        "router_fleet_circuit_state",
+        "Circuit state per provider as each worker sees it: 0 closed, 1 half-open, 2 open.",
+        labels=labels,
+    )
+    for worker, doc in sorted(workers.items()):
+        for name, figures in (doc.get("providers") or {}).items():
+            for key, family in families.items():
+                family.add_metric([name, worker], float(figures.get(key, 0)))
+            state = figures.get("circuit_state", "closed")
+            circuit.add_metric([name, worker], CIRCUIT_STATES.get(state, 2.0))
+    yield from (shared, count, *families.values(), circuit)
 
 
 def _budget_gauges(status: dict[str, Any]) -> Iterator[Metric]:
