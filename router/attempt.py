@@ -31,10 +31,13 @@ from router.errors import (
     RequestCancelledError,
     RequestTimeoutError,
     RouterError,
+    StructuredOutputError,
 )
 from router.ledger.base import UsageRecord
 from router.models import AIResponse, ProviderType, StreamChunk, Usage
+from router.params import dropped, unsupported
 from router.providers.base import ProviderAdapter, StreamAccumulator
+from router.structured import parse_answer
 from router.transport import HttpClient, SSEDecoder, decode_json, iter_reads
 
 logger = logging.getLogger(__name__)
@@ -208,6 +211,7 @@ def _run(
             api_key=api_key,
             base_url=ctx.base_url,
             stream=job.is_stream,
+            info=attempt.candidate.info,
         )
         response = ctx.client.send(
             http_request, read_timeout=max(0.001, remaining) if deadline_bound else None
@@ -234,7 +238,27 @@ def _run(
             next(steps)  # prime: the response is now closed and reported however it ends
             return steps
         body = decode_json(response, ctx.name)
-        result = ctx.adapter.parse_response(body, model=attempt.candidate.model)
+        result = ctx.adapter.parse_response(
+            body, model=attempt.candidate.model, request=job.request
+        )
+        result = _shaped(ctx, attempt, result)
+    except StructuredOutputError as invalid:
+        # The provider answered (and billed it), but not in the requested shape: book the
+        # tokens under their own id, then let the next candidate (if any) try.
+        usage = invalid.usage
+        cost = _cost(attempt.candidate.info, usage)
+        record = _record(
+            attempt,
+            ctx,
+            usage,
+            cost,
+            "error",
+            invalid.request_id,
+            f"{job.id}.{ctx.name}.{attempt.number}",
+        )
+        _settle(ctx, budget_ref, Settle(None, record))
+        _tell(provider_ref, Outcome(attempt, None, invalid, _ms(started)))
+        return
     except ProviderTimeoutError as timed_out:
         if deadline_bound:
             _deadline_passed(job)
@@ -276,6 +300,27 @@ def _run(
     )
 
 
+def _shaped(ctx: AttemptContext, attempt: Attempt, result: AIResponse) -> AIResponse:
+    """``result`` with its parsed answer and the parameters that were left out.
+
+    Raises :class:`StructuredOutputError` (carrying the usage to bill) when the answer does
+    not follow the request's ``response_format``.
+    """
+    request = attempt.job.request
+    problems = unsupported(request, ctx.provider_type, attempt.candidate.info)
+    try:
+        parsed = parse_answer(
+            request, result.content, finish_reason=result.finish_reason, provider=ctx.name
+        )
+    except StructuredOutputError as invalid:
+        invalid.usage = result.usage
+        invalid.request_id = result.request_id
+        raise
+    if parsed is None and not problems:
+        return result
+    return result.model_copy(update={"parsed": parsed, "dropped_params": dropped(problems)})
+
+
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
@@ -299,7 +344,9 @@ def _stream_steps(
     reaches the caller through the job (``resolve``/``fail``) after the last batch.
     """
     job = attempt.job
-    parser = ctx.adapter.new_stream_parser(model=attempt.candidate.model, provider=ctx.name)
+    parser = ctx.adapter.new_stream_parser(
+        model=attempt.candidate.model, provider=ctx.name, request=job.request
+    )
     accumulator = StreamAccumulator()
     decoder = SSEDecoder(ctx.name)
     job.on_cancel(response.close)
@@ -425,13 +472,27 @@ def _settle_stream(
                 "latency_ms": latency,
             }
         )
+        invalid: StructuredOutputError | None = None
+        try:
+            result = _shaped(ctx, attempt, result)
+        except StructuredOutputError as exc:
+            invalid = exc
+        outcome_name = "success" if invalid is None else "error"
         _settle(
             ctx,
             budget_ref,
             Settle(
                 attempt.reservation_id,
-                _record(attempt, ctx, usage, cost, "success", final.request_id, job.id),
+                _record(attempt, ctx, usage, cost, outcome_name, final.request_id, job.id),
             ),
+        )
+        if invalid is not None:
+            # The text has reached the caller: no failover, the stream ends with an error chunk.
+            job.fail(invalid)
+            _tell(provider_ref, Outcome(attempt, None, invalid, latency, started=True))
+            return
+        final = final.model_copy(
+            update={"parsed": result.parsed, "dropped_params": result.dropped_params}
         )
         outcome = Outcome(attempt, result, None, latency)
         _succeeded(ctx, job, outcome, provider_ref, defer_success, result, final)

@@ -68,12 +68,15 @@ _FIELDS = (
     "input_price",
     "output_price",
     "cached_input_price",
+    "cache_write_price",
+    "cache_write_1h_price",
     "context_window",
     "max_output_tokens",
     "capabilities",
     "tier",
 )
-_REQUIRED = tuple(field for field in _FIELDS if field != "cached_input_price")
+_OPTIONAL = ("cached_input_price", "cache_write_price", "cache_write_1h_price")
+_REQUIRED = tuple(field for field in _FIELDS if field not in _OPTIONAL)
 _TOP_LEVEL = ("prices_as_of", "sources", "models")
 
 
@@ -95,6 +98,18 @@ class ModelInfo:
     capabilities: frozenset[ProviderCapability]
     tier: str
     alias_of: str | None = None
+    # Writing the prompt cache (Anthropic: 1.25x input for the 5-minute cache, 2x for the
+    # 1-hour one); None means the input price (OpenAI and Gemini bill no writes).
+    cache_write_5m_price: float | None = None
+    cache_write_1h_price: float | None = None
+
+    def cache_write_price(self, ttl: str | None = "5m") -> float:
+        """USD per million tokens written to the prompt cache with ``ttl`` (``5m``/``1h``)."""
+        if ttl == "1h" and self.cache_write_1h_price is not None:
+            return self.cache_write_1h_price
+        if self.cache_write_5m_price is not None:
+            return self.cache_write_5m_price
+        return self.input_price
 
     def supports(self, *capabilities: ProviderCapability) -> bool:
         """Whether the model has every one of ``capabilities``."""
@@ -363,6 +378,8 @@ def _build(
                 capabilities=base.capabilities,
                 tier=base.tier,
                 alias_of=target,
+                cache_write_5m_price=base.cache_write_5m_price,
+                cache_write_1h_price=base.cache_write_1h_price,
             )
     return models
 
@@ -411,6 +428,8 @@ def _model_info(
     input_price = number("input_price")
     output_price = number("output_price")
     cached_input_price = number("cached_input_price", entry.get("input_price"))
+    write_5m = number("cache_write_price") if "cache_write_price" in entry else None
+    write_1h = number("cache_write_1h_price") if "cache_write_1h_price" in entry else None
     context_window = count("context_window")
     max_output_tokens = count("max_output_tokens")
     if max_output_tokens > context_window:
@@ -449,6 +468,8 @@ def _model_info(
         max_output_tokens=max_output_tokens,
         capabilities=frozenset(capabilities),
         tier=tier,
+        cache_write_5m_price=write_5m,
+        cache_write_1h_price=write_1h,
     )
 
 
@@ -458,17 +479,24 @@ def _model_info(
 def price(info: ModelInfo, usage: Usage) -> float:
     """The cost in USD of ``usage`` on ``info``'s model.
 
-    ``usage.input_tokens`` includes ``cached_input_tokens``; the cached part is charged at the
-    cached rate and the rest at the input rate::
+    ``usage.input_tokens`` includes ``cached_input_tokens`` (cache reads) and
+    ``cache_write_tokens`` (cache writes, ``cache_write_1h_tokens`` of them with the one-hour
+    TTL); reads are charged at the cached rate, writes at the cache-write rates and the rest at
+    the input rate::
 
-        ((input - cached) * input_price + cached * cached_input_price
+        ((input - cached - written) * input_price + cached * cached_input_price
+         + written_5m * cache_write_price + written_1h * cache_write_1h_price
          + output * output_price) / 1e6
     """
     cached = min(usage.cached_input_tokens, usage.input_tokens)
-    uncached = usage.input_tokens - cached
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
+    written_1h = min(usage.cache_write_1h_tokens, written)
+    uncached = usage.input_tokens - cached - written
     return (
         uncached * info.input_price
         + cached * info.cached_input_price
+        + (written - written_1h) * info.cache_write_price("5m")
+        + written_1h * info.cache_write_price("1h")
         + usage.output_tokens * info.output_price
     ) / _MILLION
 

@@ -30,6 +30,7 @@ __all__ = [
     "MalformedResponseError",
     "StreamInterruptedError",
     "ToolTranslationError",
+    "StructuredOutputError",
     "BudgetExceededError",
     "CircuitOpenError",
     "NoProviderAvailableError",
@@ -147,6 +148,26 @@ class StreamInterruptedError(ProviderError):
 
 class ToolTranslationError(RouterError):
     """A tool's input schema cannot be expressed in a provider's tool format."""
+
+
+class StructuredOutputError(ProviderError):
+    """The answer is not JSON that follows the requested ``response_format``.
+
+    ``raw_text`` is the answer as the model wrote it; ``problem`` says what is wrong with it.
+    The model, not the provider, failed: the breaker is not touched, and the next candidate
+    (if any) is tried.
+    """
+
+    def __init__(self, message: str, *, raw_text: str = "", problem: str = "", **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.raw_text = raw_text
+        self.problem = problem
+        self.usage: Any = None  # router.models.Usage of the answer (it is billed)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["raw_text"] = self.raw_text
+        return out
 
 
 class BudgetExceededError(RouterError):

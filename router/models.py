@@ -8,6 +8,7 @@ never mutates them.
 from __future__ import annotations
 
 import json
+import re
 from enum import Enum
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     field_validator,
     model_validator,
 )
@@ -31,6 +33,10 @@ __all__ = [
     "ImageURL",
     "ImagePart",
     "Message",
+    "CacheControl",
+    "JSONSchemaFormat",
+    "ResponseFormat",
+    "Reasoning",
     "AIRequest",
     "ToolCall",
     "ToolCallDelta",
@@ -61,12 +67,19 @@ class ProviderCapability(str, Enum):
     JSON_MODE = "json_mode"
     SYSTEM_PROMPT = "system_prompt"
     REASONING = "reasoning"
+    # Native schema-constrained output (OpenAI json_schema, Anthropic output_config.format,
+    # Gemini responseJsonSchema); without it a schema is honoured another way or not at all.
+    STRUCTURED_OUTPUTS = "structured_outputs"
+    # Reasoning asked for as an effort level natively (OpenAI reasoning_effort, Anthropic
+    # adaptive thinking with output_config.effort, Gemini thinkingLevel) rather than a budget.
+    REASONING_EFFORT = "reasoning_effort"
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 MAX_SCHEMA_DEPTH = 128  # JSON levels in a tool's inputSchema
+MAX_CACHE_BREAKPOINTS = 4  # Anthropic's limit on cache_control blocks per request
 
 
 class MCPTool(BaseModel):
@@ -136,11 +149,25 @@ class MessageToolCall(BaseModel):
     provider_data: dict[str, Any] | None = None
 
 
+class CacheControl(BaseModel):
+    """A prompt-cache breakpoint: the prompt up to and including this part is cached.
+
+    Anthropic's shape (``{"type": "ephemeral", "ttl": "5m" | "1h"}``); other providers cache
+    prompts on their own and ignore it.
+    """
+
+    model_config = _FROZEN
+
+    type: Literal["ephemeral"] = "ephemeral"
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextPart(BaseModel):
     model_config = _FROZEN
 
     type: Literal["text"] = "text"
     text: str
+    cache_control: CacheControl | None = None
 
 
 class ImageURL(BaseModel):
@@ -205,6 +232,138 @@ class Message(BaseModel):
         )
 
 
+class JSONSchemaFormat(BaseModel):
+    """``response_format.json_schema`` as OpenAI spells it (``schema`` is the JSON Schema)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str = Field(default="response", min_length=1, max_length=64, pattern=r"^[\w-]+$")
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        validation_alias=AliasChoices("schema", "json_schema"),
+        serialization_alias="schema",
+    )
+    strict: bool | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from jsonschema import Draft202012Validator, SchemaError
+
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
+
+class ResponseFormat(BaseModel):
+    """The shape of the answer: plain ``text``, any JSON object, or JSON following a schema.
+
+    OpenAI's ``response_format`` shape. From Python a pydantic model class may be given instead
+    (as the openai SDK's ``parse`` takes one): its JSON Schema is sent, and the answer's
+    ``parsed`` is an instance of the class.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JSONSchemaFormat | None = None
+    _model: type[BaseModel] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs 'json_schema' (name, schema, strict)")
+        if self.type != "json_schema" and self.json_schema is not None:
+            raise ValueError(
+                f"'json_schema' is only allowed with type 'json_schema', not {self.type!r}"
+            )
+        return self
+
+    @classmethod
+    def from_model(cls, model: type[BaseModel]) -> ResponseFormat:
+        """The strict ``json_schema`` format of a pydantic model class."""
+        schema = strict_json_schema(model.model_json_schema())
+        name = re.sub(r"[^\w-]", "_", model.__name__)[:64]
+        fmt = cls(
+            type="json_schema",
+            json_schema=JSONSchemaFormat(name=name, json_schema=schema, strict=True),
+        )
+        fmt._model = model
+        return fmt
+
+    @property
+    def model_class(self) -> type[BaseModel] | None:
+        """The pydantic class the answer is parsed into, when one was given."""
+        return self._model
+
+    @property
+    def answer_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema the answer must follow (``{"type": "object"}`` for json_object)."""
+        if self.type == "json_schema" and self.json_schema is not None:
+            return self.json_schema.json_schema
+        if self.type == "json_object":
+            return {"type": "object"}
+        return None
+
+    def wire(self) -> dict[str, Any]:
+        """OpenAI's ``response_format`` value."""
+        if self.json_schema is None:
+            return {"type": self.type}
+        return {
+            "type": self.type,
+            "json_schema": self.json_schema.model_dump(by_alias=True, exclude_none=True),
+        }
+
+
+def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` as OpenAI's strict mode wants it (as the openai SDK's ``parse`` does):
+    every object closed (``additionalProperties: false``) with every property required.
+
+    Optional pydantic fields stay nullable through their ``anyOf``/default, so an answer that
+    leaves one out says ``null`` instead. Pure: returns a new schema.
+    """
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: walk(value) for key, value in node.items() if key != "default"}
+        if out.get("type") == "object" and isinstance(out.get("properties"), dict):
+            out["additionalProperties"] = False
+            out["required"] = list(out["properties"])
+        return out
+
+    return walk(schema)
+
+
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+class Reasoning(BaseModel):
+    """How much the model should think before it answers.
+
+    ``effort`` is a level (``none`` turns reasoning off where the model allows it);
+    ``budget_tokens`` caps the thinking tokens (Anthropic ``thinking.budget_tokens``, Gemini
+    ``thinkingBudget``). Either or both. ``include_thoughts``: return the provider's reasoning
+    text or summary where it offers one (Anthropic thinking, Gemini thought summaries).
+    """
+
+    model_config = _FROZEN
+
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    budget_tokens: int | None = Field(default=None, ge=0)
+    include_thoughts: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        """False when reasoning is explicitly off (effort ``none`` or a zero budget)."""
+        return not (self.effort == "none" or self.budget_tokens == 0)
+
+
 class AIRequest(BaseModel):
     """A chat request in the router's one format."""
 
@@ -221,6 +380,41 @@ class AIRequest(BaseModel):
     stream: bool = False
     budget_limit: float | None = Field(default=None, ge=0)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # --- the answer's shape and the model's thinking ---
+    response_format: ResponseFormat | None = None
+    reasoning: Reasoning | None = None
+    # --- prompt caching: True (5-minute) or a TTL puts breakpoints on tools, system and the
+    # conversation so far (Anthropic); OpenAI and Gemini cache on their own ---
+    cache_prompt: bool | Literal["5m", "1h"] = False
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    # --- sampling and other provider parameters (see router.params for who honours what) ---
+    seed: int | None = None
+    top_k: int | None = Field(default=None, gt=0)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, int] | None = None
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+    service_tier: str | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    # False: a parameter the chosen provider cannot honour is dropped (and listed in the
+    # answer's ``dropped_params``) instead of refusing that provider.
+    strict_params: bool = True
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _model_class_format(cls, value: Any) -> Any:
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return ResponseFormat.from_model(value)
+        if isinstance(value, str):
+            return {"type": value}
+        return value
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _effort_shorthand(cls, value: Any) -> Any:
+        return {"effort": value} if isinstance(value, str) else value
 
     @field_validator("messages")
     @classmethod
@@ -250,7 +444,30 @@ class AIRequest(BaseModel):
             raise ValueError(
                 f"tool_choice: '{choice}' is neither auto/none/required nor the name of a tool"
             )
+        breakpoints = sum(
+            1
+            for message in self.messages
+            if isinstance(message.content, list)
+            for part in message.content
+            if getattr(part, "cache_control", None) is not None
+        )
+        if breakpoints > MAX_CACHE_BREAKPOINTS:
+            raise ValueError(
+                f"messages: {breakpoints} cache_control breakpoints; at most "
+                f"{MAX_CACHE_BREAKPOINTS} are allowed"
+            )
         return self
+
+    @property
+    def cache_ttl(self) -> Literal["5m", "1h"] | None:
+        """The TTL of automatic prompt caching, or None when ``cache_prompt`` is off."""
+        if self.cache_prompt is True:
+            return "5m"
+        return self.cache_prompt or None
+
+    def wants_json(self) -> bool:
+        """Whether the answer must be JSON (``json_object`` or ``json_schema``)."""
+        return self.response_format is not None and self.response_format.type != "text"
 
     def has_images(self) -> bool:
         return any(message.has_images() for message in self.messages)
@@ -296,13 +513,21 @@ class ToolCallDelta(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token counts as billed. ``input_tokens`` includes ``cached_input_tokens``."""
+    """Token counts as billed.
+
+    ``input_tokens`` includes ``cached_input_tokens`` (read from the prompt cache) and
+    ``cache_write_tokens`` (written to it; ``cache_write_1h_tokens`` of them with Anthropic's
+    one-hour TTL). ``output_tokens`` includes ``reasoning_tokens``.
+    """
 
     model_config = _FROZEN
 
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
     cached_input_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    cache_write_1h_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
@@ -329,9 +554,21 @@ class AIResponse(BaseModel):
     request_id: str | None = None
     raw: dict[str, Any] | None = None
     provider_data: dict[str, Any] | None = None
+    # The model's reasoning text (Anthropic thinking, Gemini thought summaries), when returned.
+    reasoning: str | None = None
+    # The answer parsed and validated against ``response_format`` (a dict, or an instance of
+    # the pydantic class given as the format).
+    parsed: Any = None
+    # Parameters the provider could not honour and that were left out (``strict_params`` off,
+    # or ones that do not change the answer): "name: why".
+    dropped_params: tuple[str, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
-        """The assistant message to append for the next turn (OpenAI shape)."""
+        """The assistant message to append for the next turn (OpenAI shape).
+
+        ``provider_data`` carries what the same provider needs to continue: Anthropic thinking
+        blocks with their signatures, Gemini thought signatures.
+        """
         message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
         if self.tool_calls:
             message["tool_calls"] = [
@@ -354,6 +591,8 @@ class StreamChunk(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     content: str | None = None
+    # A piece of the model's reasoning text, apart from the answer's content.
+    reasoning: str | None = None
     tool_call_deltas: tuple[ToolCallDelta, ...] = ()
     is_complete: bool = False
     finish_reason: FinishReason | None = None
@@ -365,8 +604,12 @@ class StreamChunk(BaseModel):
     provider_name: str | None = None
     model: str | None = None
     request_id: str | None = None
-    # On the final chunk: provider-opaque data for the next turn (Gemini's text thoughtSignature).
+    # On the final chunk: provider-opaque data for the next turn (Gemini's text thoughtSignature,
+    # Anthropic's thinking blocks).
     provider_data: dict[str, Any] | None = None
+    # On the final chunk: the whole answer parsed against ``response_format``.
+    parsed: Any = None
+    dropped_params: tuple[str, ...] = ()
 
 
 class ProviderSelection(BaseModel):

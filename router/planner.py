@@ -25,6 +25,7 @@ from router.catalog import Catalog, ModelInfo, estimate_request_tokens
 from router.config import ProviderConfig, RouterConfig
 from router.errors import BudgetExceededError, ModelNotFoundError
 from router.models import AIRequest, ProviderCapability, ProviderSelection, ProviderType
+from router.params import output_ceiling, refusal, unsupported
 from router.strategies import Candidate
 from router.tools import check_tool
 
@@ -120,10 +121,13 @@ class Planner:
             reason = self._unfit(provider, model, info, request, selection, needed, input_tokens)
             estimate = expected = None
             if info is not None:
-                max_out = request.max_tokens or info.max_output_tokens
-                estimate = worst_case_cost(
-                    input_tokens, max_out, info.input_price, info.output_price
-                )
+                # Reasoning's thinking budget comes on top of max_tokens; a prompt written to
+                # the cache is billed at the (dearer) cache-write price.
+                max_out = output_ceiling(request, info.max_output_tokens)
+                input_price = info.input_price
+                if request.cache_ttl is not None or request.prompt_cache_key is not None:
+                    input_price = max(input_price, info.cache_write_price(request.cache_ttl))
+                estimate = worst_case_cost(input_tokens, max_out, input_price, info.output_price)
                 expected = worst_case_cost(
                     input_tokens, expected_out, info.input_price, info.output_price
                 )
@@ -198,7 +202,7 @@ class Planner:
             why = check_tool(tool, provider.type)
             if why:
                 return f"tool '{tool.name}' cannot be expressed for {provider.type.value}: {why}"
-        return None
+        return refusal(unsupported(request, provider.type, info), request)
 
 
 def _serves(provider: ProviderConfig, info: ModelInfo) -> bool:

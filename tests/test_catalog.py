@@ -259,7 +259,7 @@ def test_user_catalog_errors_one_line_each(tmp_path: Path) -> None:
         f"{path}: models.my-model.max_output_tokens: must be <= context_window",
         f"{path}: models.my-model.capabilities[1]: unknown capability 'tool'; did you mean "
         "'tools'? (known: text, streaming, tools, parallel_tools, vision, json_mode, "
-        "system_prompt, reasoning)",
+        "system_prompt, reasoning, structured_outputs, reasoning_effort)",
         f"{path}: models.half-done.input_price: is required",
         f"{path}: models.half-done.output_price: is required",
         f"{path}: models.half-done.context_window: is required",

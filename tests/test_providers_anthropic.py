@@ -379,7 +379,9 @@ def test_cache_tokens_count_as_input():
         input_tokens=5, cache_read_input_tokens=100, cache_creation_input_tokens=20
     )
     usage = ANTHROPIC.parse_response(body, model="m").usage
-    assert usage == Usage(input_tokens=125, output_tokens=10, cached_input_tokens=100)
+    assert usage == Usage(
+        input_tokens=125, output_tokens=10, cached_input_tokens=100, cache_write_tokens=20
+    )
 
 
 @pytest.mark.parametrize(

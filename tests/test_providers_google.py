@@ -435,7 +435,7 @@ def test_parse_plain_response_counts_thoughts_as_output():
     response = GOOGLE.parse_response(body, model="gemini-2.5-flash")
     assert response.content == "Hello! How can I help you today?"
     assert response.finish_reason == "stop"
-    assert response.usage == Usage(input_tokens=9, output_tokens=43)
+    assert response.usage == Usage(input_tokens=9, output_tokens=43, reasoning_tokens=34)
     assert response.request_id == "bzlXaa_EE_aHqtsPi_zw8Ao"
     assert response.provider is ProviderType.GOOGLE
 
@@ -550,7 +550,7 @@ def test_recorded_crlf_text_streams(piece_size):
     interaction = load("gemini", REPLAYS[5][0])[0]
     response = assemble_stream(run_stream(GOOGLE.new_stream_parser(model="m"), interaction.body))
     assert response.content == "\n".join(str(n) for n in range(1, 31))
-    assert response.usage == Usage(input_tokens=18, output_tokens=115)
+    assert response.usage == Usage(input_tokens=18, output_tokens=115, reasoning_tokens=35)
 
     interaction = load("gemini", "ddtrace__plain_stream_sse_raw__generate_content_stream")[0]
     response = assemble_stream(run_stream(GOOGLE.new_stream_parser(model="m"), interaction.body))
@@ -591,7 +591,7 @@ def test_recorded_thought_signature_rides_on_the_tool_call():
             provider_data={"thoughtSignature": SIGNATURE},
         ),
     )
-    assert response.usage == Usage(input_tokens=29, output_tokens=212)
+    assert response.usage == Usage(input_tokens=29, output_tokens=212, reasoning_tokens=202)
     # The signature goes back unchanged in the next turn.
     message = response.to_message()
     request = AIRequest(
@@ -633,7 +633,7 @@ def test_usage_before_output_is_reported_estimates_and_adds_thoughts():
     }
     parser.feed("message", json.dumps(event))
     assert parser.started
-    assert parser.usage == Usage(input_tokens=7, output_tokens=102)
+    assert parser.usage == Usage(input_tokens=7, output_tokens=102, reasoning_tokens=100)
     with pytest.raises(StreamInterruptedError, match="finishReason"):
         parser.finish()
 

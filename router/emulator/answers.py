@@ -17,6 +17,13 @@ into an :class:`Answer` by these rules, in order:
    first allowed tool. Arguments come from :func:`router.emulator.arguments.example_arguments`.
 3. **Echo.** Otherwise the text is :func:`reply_text` of the last user message's text
    (text parts joined with ``"\\n"``): ``"Echo: " + prompt``.
+4. **JSON.** When the request asks for JSON (OpenAI ``response_format``, Anthropic
+   ``output_config.format``, Gemini ``responseMimeType: application/json``), the text of rules
+   1 and 3 becomes compact JSON instead: the schema's example value
+   (:func:`router.emulator.arguments.example_arguments`, which satisfies the schema) or,
+   without a schema, ``{"answer": <text>}``.
+5. **Thinking.** When the request asks the model to think, the answer also carries the thought
+   ``"Thinking about: " + prompt`` (its tokens count as output and as reasoning tokens).
 
 Text is cut after ``max_tokens`` tokens (see :mod:`router.emulator.tokenizer`), and the finish
 reason becomes "length". Tool calls are never cut.
@@ -34,6 +41,7 @@ from .tokenizer import count_tokens, truncate
 
 ECHO_PREFIX = "Echo: "
 TOOL_RESULTS_PREFIX = "Tool results: "
+THINKING_PREFIX = "Thinking about: "
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,9 @@ class Conversation:
     parallel: bool = True
     max_tokens: int | None = None
     prompt_tokens: int = 0
+    json_answer: bool = False
+    json_schema: dict[str, Any] | None = None
+    thinking: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,9 @@ class Answer:
     text: str = ""
     calls: tuple[ToolCall, ...] = ()
     finish: str = "stop"  # "stop" | "length" | "tool_calls"
-    output_tokens: int = 0
+    output_tokens: int = 0  # includes reasoning_tokens
+    thinking: str = ""
+    reasoning_tokens: int = 0
 
 
 def reply_text(prompt: str, max_tokens: int | None = None) -> str:
@@ -109,18 +122,44 @@ def tool_result_text(value: Any) -> str:
 
 def answer(conv: Conversation) -> Answer:
     """Decide the answer to a conversation (rules in the module docstring)."""
+    thinking = THINKING_PREFIX + conv.last_user_text if conv.thinking else ""
     if conv.tool_results is not None:
-        return _text_answer(TOOL_RESULTS_PREFIX + "; ".join(conv.tool_results), conv.max_tokens)
+        full = TOOL_RESULTS_PREFIX + "; ".join(conv.tool_results)
+        return _text_answer(_json_text(conv, full), conv.max_tokens, thinking)
     calls = _tool_calls(conv)
     if calls:
         tokens = sum(count_tokens(c.name) + count_tokens(c.arguments_json) for c in calls)
-        return Answer(calls=tuple(calls), finish="tool_calls", output_tokens=tokens)
-    return _text_answer(ECHO_PREFIX + conv.last_user_text, conv.max_tokens)
+        thought = count_tokens(thinking)
+        return Answer(
+            calls=tuple(calls),
+            finish="tool_calls",
+            output_tokens=tokens + thought,
+            thinking=thinking,
+            reasoning_tokens=thought,
+        )
+    full = ECHO_PREFIX + conv.last_user_text
+    return _text_answer(_json_text(conv, full), conv.max_tokens, thinking)
 
 
-def _text_answer(full: str, max_tokens: int | None) -> Answer:
+def _json_text(conv: Conversation, text: str) -> str:
+    if not conv.json_answer:
+        return text
+    value: Any = {"answer": text}
+    if conv.json_schema is not None:
+        value = example_arguments(conv.json_schema)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text_answer(full: str, max_tokens: int | None, thinking: str = "") -> Answer:
     text, cut = truncate(full, max_tokens)
-    return Answer(text=text, finish="length" if cut else "stop", output_tokens=count_tokens(text))
+    thought = count_tokens(thinking)
+    return Answer(
+        text=text,
+        finish="length" if cut else "stop",
+        output_tokens=count_tokens(text) + thought,
+        thinking=thinking,
+        reasoning_tokens=thought,
+    )
 
 
 def _tool_calls(conv: Conversation) -> list[ToolCall]:

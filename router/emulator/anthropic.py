@@ -9,11 +9,14 @@ input is streamed as ``input_json_delta`` fragments (first fragment ``""``).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
 from typing import Any
 
 from .answers import Answer, Conversation, ToolSpec, tool_result_text
+from .caching import PromptCache
 from .protocol import (
     ApiError,
     Event,
@@ -76,6 +79,9 @@ class AnthropicProtocol:
 
     name = "anthropic"
 
+    def __init__(self) -> None:
+        self.cache = PromptCache()
+
     def authenticate(self, req: Request, pinned: frozenset[str] | None) -> None:
         """``x-api-key`` (or bearer) and ``anthropic-version``, with Anthropic's error bodies."""
         key = req.headers.get("x-api-key") or bearer(req.headers)
@@ -116,6 +122,12 @@ class AnthropicProtocol:
         self._check_messages(messages)
         tools = self._tools(body.get("tools"))
         choice, forced, parallel = self._tool_choice(body.get("tool_choice"), tools)
+        thinking = _thinking(body, max_tokens)
+        if thinking and choice in ("required", "named"):
+            raise _invalid("Thinking may not be enabled when tool_choice forces tool use.")
+        if thinking:
+            _check_thinking_history(messages)
+        json_answer, schema = _output_format(body.get("output_config"))
         last = messages[-1]
         results = None
         if last.get("role") == "user" and isinstance(last.get("content"), list):
@@ -134,8 +146,47 @@ class AnthropicProtocol:
             parallel=parallel,
             max_tokens=max_tokens,
             prompt_tokens=_prompt_tokens(body),
+            json_answer=json_answer,
+            json_schema=schema,
+            thinking=thinking,
         )
-        return Exchange(body=body, model=exchange.model, stream=exchange.stream, conversation=conv)
+        options = self._caching(body, conv.prompt_tokens)
+        return Exchange(
+            body=body,
+            model=exchange.model,
+            stream=exchange.stream,
+            conversation=conv,
+            options=options,
+        )
+
+    def _caching(self, body: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
+        """Cache reads and writes for the request's ``cache_control`` breakpoints: the longest
+        prefix seen before is read; the rest up to the last breakpoint is written."""
+        prefixes: list[tuple[Any, str]] = []
+        tools = body.get("tools") or []
+        system = body.get("system") if isinstance(body.get("system"), list) else []
+        for i, tool in enumerate(tools):
+            if isinstance(tool, dict) and tool.get("cache_control"):
+                prefixes.append(([tools[: i + 1]], _ttl(tool)))
+        for i, block in enumerate(system):
+            if isinstance(block, dict) and block.get("cache_control"):
+                prefixes.append(([tools, system[: i + 1]], _ttl(block)))
+        for m, message in enumerate(body["messages"]):
+            content = message.get("content")
+            for b, block in enumerate(content if isinstance(content, list) else []):
+                if isinstance(block, dict) and block.get("cache_control"):
+                    turns = body["messages"][:m] + [{**message, "content": content[: b + 1]}]
+                    prefixes.append(([tools, system, turns], _ttl(block)))
+        read = written = written_1h = 0
+        for prefix, ttl in prefixes:
+            tokens = min(count_tokens(compact(_uncached(prefix)).decode()), prompt_tokens)
+            if self.cache.touch(_uncached(prefix)):
+                read = max(read, tokens)
+            else:
+                fresh = max(0, tokens - read - written)
+                written += fresh
+                written_1h += fresh if ttl == "1h" else 0
+        return {"cache_read": read, "cache_write": written, "cache_write_1h": written_1h}
 
     def _check_messages(self, messages: list[Any]) -> None:
         previous_uses: set[str] = set()
@@ -236,11 +287,18 @@ class AnthropicProtocol:
 
     # -- response side -----------------------------------------------------------------------
     def _usage(self, exchange: Exchange, output_tokens: int) -> dict[str, Any]:
+        prompt = exchange.conversation.prompt_tokens if exchange.conversation else 0
+        read = exchange.options.get("cache_read", 0)
+        written = exchange.options.get("cache_write", 0)
+        written_1h = exchange.options.get("cache_write_1h", 0)
         return {
-            "input_tokens": exchange.conversation.prompt_tokens if exchange.conversation else 0,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "input_tokens": max(0, prompt - read - written),
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written - written_1h,
+                "ephemeral_1h_input_tokens": written_1h,
+            },
             "output_tokens": output_tokens,
             "service_tier": "standard",
         }
@@ -259,6 +317,13 @@ class AnthropicProtocol:
             ]
         else:
             content = [{"type": "text", "text": answer.text}]
+        if answer.thinking:
+            thought = {
+                "type": "thinking",
+                "thinking": answer.thinking,
+                "signature": signature(answer.thinking),
+            }
+            content = [thought, *content]
         body = {
             "model": exchange.model,
             "id": "msg_01" + rand_id(22),
@@ -285,8 +350,26 @@ class AnthropicProtocol:
             "usage": self._usage(exchange, 1),
         }
         events = [_sse({"type": "message_start", "message": start}, rng)]
+        first = 0  # index of the first answer block (after the thinking block, if any)
+        if answer.thinking:
+            first = 1
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            events.append(
+                _sse({"type": "content_block_start", "index": 0, "content_block": block}, rng)
+            )
+            for piece in pieces(answer.thinking):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                events.append(
+                    _sse(
+                        {"type": "content_block_delta", "index": 0, "delta": delta}, rng, paced=True
+                    )
+                )
+            delta = {"type": "signature_delta", "signature": signature(answer.thinking)}
+            events.append(_sse({"type": "content_block_delta", "index": 0, "delta": delta}, rng))
+            events.append(_sse({"type": "content_block_stop", "index": 0}, rng))
         if answer.calls:
-            for index, call in enumerate(answer.calls):
+            for number, call in enumerate(answer.calls):
+                index = first + number
                 block = {
                     "type": "tool_use",
                     "id": "toolu_01" + rand_id(22),
@@ -298,7 +381,7 @@ class AnthropicProtocol:
                         {"type": "content_block_start", "index": index, "content_block": block}, rng
                     )
                 )
-                if index == 0:
+                if number == 0:
                     events.append(_sse({"type": "ping"}, rng))
                 fragments = [""] + (split_json(call.arguments_json) if call.arguments else [])
                 for fragment in fragments:
@@ -314,17 +397,19 @@ class AnthropicProtocol:
         else:
             block = {"type": "text", "text": ""}
             events.append(
-                _sse({"type": "content_block_start", "index": 0, "content_block": block}, rng)
+                _sse({"type": "content_block_start", "index": first, "content_block": block}, rng)
             )
             events.append(_sse({"type": "ping"}, rng))
             for piece in pieces(answer.text):
                 delta = {"type": "text_delta", "text": piece}
                 events.append(
                     _sse(
-                        {"type": "content_block_delta", "index": 0, "delta": delta}, rng, paced=True
+                        {"type": "content_block_delta", "index": first, "delta": delta},
+                        rng,
+                        paced=True,
                     )
                 )
-            events.append(_sse({"type": "content_block_stop", "index": 0}, rng))
+            events.append(_sse({"type": "content_block_stop", "index": first}, rng))
         usage = self._usage(exchange, answer.output_tokens)
         del usage["cache_creation"], usage["service_tier"]
         delta = {"stop_reason": _STOP[answer.finish], "stop_sequence": None}
@@ -401,6 +486,91 @@ class AnthropicProtocol:
             "last_id": entries[-1]["id"] if entries else None,
         }
         return Reply(200, _headers(), compact(body))
+
+
+def signature(thinking: str) -> str:
+    """The emulator's signature of a thinking block (checked when the block comes back)."""
+    digest = hashlib.sha256(b"emulator-thinking:" + thinking.encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _ttl(block: dict[str, Any]) -> str:
+    control = block.get("cache_control")
+    return str(control.get("ttl") or "5m") if isinstance(control, dict) else "5m"
+
+
+def _uncached(value: Any) -> Any:
+    """``value`` without its ``cache_control`` markers (they do not change the prefix)."""
+    if isinstance(value, list):
+        return [_uncached(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _uncached(v) for k, v in value.items() if k != "cache_control"}
+    return value
+
+
+def _thinking(body: dict[str, Any], max_tokens: int) -> bool:
+    config = body.get("thinking")
+    if config is None:
+        return False
+    kind = config.get("type") if isinstance(config, dict) else None
+    if kind not in ("enabled", "disabled", "adaptive"):
+        raise _invalid(
+            "thinking: Input tag does not match any of the expected tags: 'enabled', "
+            "'disabled', 'adaptive'"
+        )
+    if kind == "enabled":
+        budget = config.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            raise _invalid(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            )
+        if budget >= max_tokens:
+            raise _invalid(
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+                "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size"
+            )
+    return kind != "disabled"
+
+
+def _check_thinking_history(messages: list[Any]) -> None:
+    """With thinking on, the assistant turn of an open tool loop must start with its thinking
+    block, signature intact (as Anthropic requires)."""
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") != "assistant" or not isinstance(content, list):
+            continue
+        for j, block in enumerate(content):
+            if (
+                isinstance(block, dict)
+                and block.get("type") == "thinking"
+                and block.get("signature") != signature(str(block.get("thinking", "")))
+            ):
+                raise _invalid(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
+        last_tool_loop = i == len(messages) - 2 and any(
+            isinstance(b, dict) and b.get("type") == "tool_use" for b in content
+        )
+        if last_tool_loop and (
+            not content or content[0].get("type") not in ("thinking", "redacted_thinking")
+        ):
+            kind = content[0].get("type") if content else "nothing"
+            raise _invalid(
+                f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+                f"found `{kind}`. When `thinking` is enabled, a final `assistant` message must "
+                "start with a thinking block (preceeding the lastmost set of `tool_use` and "
+                "`tool_result` blocks)."
+            )
+
+
+def _output_format(config: Any) -> tuple[bool, dict[str, Any] | None]:
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        return False, None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise _invalid("output_config.format.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise _invalid("output_config.format.json_schema.schema: Field required")
+    return True, schema
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from .answers import Answer, Conversation, ToolSpec, tool_result_text
+from .caching import PromptCache
 from .protocol import (
     ApiError,
     Event,
@@ -97,6 +98,9 @@ class GeminiProtocol:
     """The Gemini (Google AI Studio) generateContent wire protocol."""
 
     name = "google"
+
+    def __init__(self) -> None:
+        self.cache = PromptCache()
 
     def authenticate(self, req: Request, pinned: frozenset[str] | None) -> None:
         """``x-goog-api-key`` header or ``?key=``; a bad key is 400 API_KEY_INVALID."""
@@ -190,6 +194,17 @@ class GeminiProtocol:
                 for p in last_user["parts"]
                 if isinstance(p.get("text"), str) and not p.get("thought")
             )
+        config = config if isinstance(config, dict) else {}
+        json_answer = _get(config, "responseMimeType") == "application/json"
+        schema = _get(config, "responseJsonSchema") or _get(config, "responseSchema")
+        if schema is not None and not json_answer:
+            raise _invalid(
+                "* GenerationConfig.response_schema: response_mime_type must be "
+                "application/json when a response schema is set\n"
+            )
+        thinking_config = _get(config, "thinkingConfig") or {}
+        thinking = bool(thinking_config) and _get(thinking_config, "thinkingBudget") != 0
+        prompt_tokens = _prompt_tokens(body)
         conv = Conversation(
             last_user_text=user_text,
             tool_results=results,
@@ -197,14 +212,29 @@ class GeminiProtocol:
             tool_choice=choice,
             forced=forced,
             max_tokens=max_tokens,
-            prompt_tokens=_prompt_tokens(body),
+            prompt_tokens=prompt_tokens,
+            json_answer=json_answer,
+            json_schema=schema if isinstance(schema, dict) else None,
+            thinking=thinking,
         )
+        # Implicit caching: a repeated prefix (system instruction, tools and all but the last
+        # turn) is read from the cache.
+        cached = 0
+        if len(contents) > 1:
+            prefix = {**body, "contents": contents[:-1]}
+            prefix.pop("generationConfig", None)
+            if self.cache.touch(prefix):
+                cached = min(_prompt_tokens(prefix), prompt_tokens)
         return Exchange(
             body=body,
             model=exchange.model,
             stream=exchange.stream,
             conversation=conv,
-            options=exchange.options,
+            options={
+                **exchange.options,
+                "cached": cached,
+                "thoughts": bool(_get(thinking_config, "includeThoughts")),
+            },
         )
 
     def _check_contents(self, contents: list[Any]) -> None:
@@ -320,12 +350,18 @@ class GeminiProtocol:
         return "auto", ()
 
     # -- response side -----------------------------------------------------------------------
-    def _usage(self, exchange: Exchange, output_tokens: int | None) -> dict[str, Any]:
+    def _usage(
+        self, exchange: Exchange, output_tokens: int | None, thoughts: int = 0
+    ) -> dict[str, Any]:
         prompt = exchange.conversation.prompt_tokens if exchange.conversation else 0
         usage: dict[str, Any] = {"promptTokenCount": prompt}
+        if exchange.options.get("cached"):
+            usage["cachedContentTokenCount"] = exchange.options["cached"]
         if output_tokens is not None:
             usage["candidatesTokenCount"] = output_tokens
-        usage["totalTokenCount"] = prompt + (output_tokens or 0)
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        usage["totalTokenCount"] = prompt + (output_tokens or 0) + thoughts
         usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
         if output_tokens is not None:
             usage["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": output_tokens}]
@@ -338,6 +374,7 @@ class GeminiProtocol:
         finish: str | None,
         output_tokens: int | None,
         response_id: str,
+        thoughts: int = 0,
     ) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
         if finish:
@@ -345,7 +382,7 @@ class GeminiProtocol:
             candidate["index"] = 0
         return {
             "candidates": [candidate],
-            "usageMetadata": self._usage(exchange, output_tokens),
+            "usageMetadata": self._usage(exchange, output_tokens, thoughts),
             "modelVersion": exchange.model,
             "responseId": response_id,
         }
@@ -355,14 +392,20 @@ class GeminiProtocol:
             return [{"functionCall": {"name": c.name, "args": c.arguments}} for c in answer.calls]
         return [{"text": answer.text}]
 
+    def _thought(self, exchange: Exchange, answer: Answer) -> list[dict[str, Any]]:
+        if answer.thinking and exchange.options.get("thoughts"):
+            return [{"text": answer.thinking, "thought": True}]
+        return []
+
     def render(self, exchange: Exchange, answer: Answer) -> Reply:
         """A ``GenerateContentResponse``."""
         body = self._response(
             exchange,
-            self._parts(answer),
+            self._thought(exchange, answer) + self._parts(answer),
             _FINISH[answer.finish],
-            answer.output_tokens,
+            answer.output_tokens - answer.reasoning_tokens,
             rand_id(23, _URLSAFE),
+            answer.reasoning_tokens,
         )
         return Reply(
             200, [("Content-Type", _JSON), ("Vary", "Origin, X-Origin, Referer")], pretty(body)
@@ -372,6 +415,9 @@ class GeminiProtocol:
         """Full responses per event: one per text token, or one per function call."""
         response_id = rand_id(23, _URLSAFE)
         chunks: list[tuple[list[dict[str, Any]], int]] = []
+        thought = self._thought(exchange, answer)
+        if thought:
+            chunks.append((thought, 0))
         if answer.calls:
             seen = 0
             for call in answer.calls:
@@ -387,7 +433,11 @@ class GeminiProtocol:
         bodies = []
         for n, (parts, tokens) in enumerate(chunks):
             finish = _FINISH[answer.finish] if n == len(chunks) - 1 else None
-            bodies.append(self._response(exchange, parts, finish, tokens, response_id))
+            bodies.append(
+                self._response(
+                    exchange, parts, finish, tokens, response_id, answer.reasoning_tokens
+                )
+            )
         if exchange.options.get("sse"):
             events = [
                 Event(b"data: " + _dumps(b) + b"\r\n\r\n", paced=n > 0)

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from .answers import Answer, Conversation, ToolSpec, tool_result_text
+from .caching import PromptCache
 from .protocol import (
     ApiError,
     Event,
@@ -71,6 +72,9 @@ class OpenAIProtocol:
     """The OpenAI Chat Completions wire protocol."""
 
     name = "openai"
+
+    def __init__(self) -> None:
+        self.cache = PromptCache()
 
     # -- request side ------------------------------------------------------------------------
     def authenticate(self, req: Request, pinned: frozenset[str] | None) -> None:
@@ -167,6 +171,9 @@ class OpenAIProtocol:
                     break
                 trailing.append(tool_result_text(message.get("content")))
             results = tuple(reversed(trailing))
+        json_answer, schema = _response_format(body.get("response_format"))
+        effort = body.get("reasoning_effort")
+        prompt_tokens = _prompt_tokens(messages, body.get("tools"))
         conv = Conversation(
             last_user_text=text_of(last_user.get("content")) if last_user else "",
             tool_results=results,
@@ -175,15 +182,25 @@ class OpenAIProtocol:
             forced=forced,
             parallel=body.get("parallel_tool_calls", True) is not False,
             max_tokens=max_tokens,
-            prompt_tokens=_prompt_tokens(messages, body.get("tools")),
+            prompt_tokens=prompt_tokens,
+            json_answer=json_answer,
+            json_schema=schema,
+            thinking=effort is not None and effort != "none",
         )
+        # Automatic caching: a repeated prefix (all but the last message, the tools and the
+        # cache key) is read from the cache.
+        cached = 0
+        if len(messages) > 1:
+            prefix = [messages[:-1], body.get("tools"), body.get("prompt_cache_key")]
+            if self.cache.touch(prefix):
+                cached = min(_prompt_tokens(messages[:-1], body.get("tools")), prompt_tokens)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return Exchange(
             body=body,
             model=exchange.model,
             stream=exchange.stream,
             conversation=conv,
-            options={"include_usage": include_usage},
+            options={"include_usage": include_usage, "cached": cached},
         )
 
     def _check_messages(self, messages: list[Any]) -> None:
@@ -362,9 +379,12 @@ class OpenAIProtocol:
             "prompt_tokens": prompt,
             "completion_tokens": answer.output_tokens,
             "total_tokens": prompt + answer.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": exchange.options.get("cached", 0),
+                "audio_tokens": 0,
+            },
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": answer.reasoning_tokens,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
@@ -525,6 +545,31 @@ class OpenAIProtocol:
                     return Reply(200, _headers(), pretty(entry))
             return self.error("not_found", Exchange({}, wanted, False), {})
         return Reply(200, _headers(), pretty({"object": "list", "data": entries}))
+
+
+def _response_format(value: Any) -> tuple[bool, dict[str, Any] | None]:
+    """(whether the answer must be JSON, the schema it must follow) from ``response_format``."""
+    if value is None:
+        return False, None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _invalid(
+            "Invalid value for 'response_format.type': expected one of 'text', 'json_object' "
+            "or 'json_schema'.",
+            "response_format.type",
+            "invalid_value",
+        )
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise _invalid(
+                "Missing required parameter: 'response_format.json_schema.name'.",
+                "response_format.json_schema.name",
+                "missing_required_parameter",
+            )
+        schema = spec.get("schema")
+        return True, schema if isinstance(schema, dict) else None
+    return kind == "json_object", None
 
 
 def _seconds(value: float) -> str:

@@ -254,6 +254,9 @@ class StreamParser:
         self._request_id: str | None = None
         self._input_tokens = 0
         self._cached_tokens = 0
+        self._cache_write = 0
+        self._cache_write_1h = 0
+        self._reasoning_tokens = 0
         self._reported_output: int | None = None
         self._generated_chars = 0
         self._started = False
@@ -284,10 +287,18 @@ class StreamParser:
         output = self._reported_output
         if output is None:
             output = estimate_tokens(self._generated_chars)
+        return self._usage(output)
+
+    def _usage(self, output: int) -> Usage:
+        cached = min(self._cached_tokens, self._input_tokens)
+        written = min(self._cache_write, self._input_tokens - cached)
         return Usage(
             input_tokens=self._input_tokens,
             output_tokens=output,
-            cached_input_tokens=min(self._cached_tokens, self._input_tokens),
+            cached_input_tokens=cached,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=min(self._cache_write_1h, written),
+            reasoning_tokens=min(self._reasoning_tokens, output),
         )
 
     @property
@@ -310,6 +321,16 @@ class StreamParser:
         self._started = True
         return StreamChunk(
             content=text,
+            provider=self.provider_type,
+            provider_name=self._provider or None,
+            model=self._model,
+        )
+
+    def _reasoning_chunk(self, text: str) -> StreamChunk:
+        self._generated_chars += len(text)
+        self._started = True
+        return StreamChunk(
+            reasoning=text,
             provider=self.provider_type,
             provider_name=self._provider or None,
             model=self._model,
@@ -369,6 +390,7 @@ class StreamAccumulator:
 
     def __init__(self) -> None:
         self._content: list[str] = []
+        self._reasoning: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
         self._final: StreamChunk | None = None
 
@@ -376,6 +398,8 @@ class StreamAccumulator:
         """Take one chunk into account."""
         if chunk.content:
             self._content.append(chunk.content)
+        if chunk.reasoning:
+            self._reasoning.append(chunk.reasoning)
         for delta in chunk.tool_call_deltas:
             call = self._calls.setdefault(
                 delta.index, {"id": None, "name": None, "args": [], "provider_data": None}
@@ -441,6 +465,9 @@ class StreamAccumulator:
             model=model or (final.model if final and final.model else ""),
             request_id=request_id or (final.request_id if final else None),
             provider_data=final.provider_data if final else None,
+            reasoning="".join(self._reasoning) or None,
+            parsed=final.parsed if final else None,
+            dropped_params=final.dropped_params if final else (),
         )
 
 
@@ -496,19 +523,33 @@ class ProviderAdapter:
         api_key: str | None,
         base_url: str,
         stream: bool,
+        info: Any = None,
     ) -> HTTPRequest:
-        """The HTTP request that asks ``model`` for an answer to ``request``."""
-        raise NotImplementedError
+        """The HTTP request that asks ``model`` for an answer to ``request``.
 
-    def parse_response(self, body: dict[str, Any], *, model: str) -> AIResponse:
-        """The :class:`AIResponse` in a 2xx JSON body (cost and provider name left for the runtime).
-
-        Raises :class:`MalformedResponseError` when the body does not have the expected shape.
+        ``info`` is the model's catalog entry (:class:`router.catalog.ModelInfo`), None when
+        the catalog does not know it: it decides which native mechanism carries a parameter
+        (e.g. a schema natively or through a forced tool). Parameters the provider cannot
+        honour (:func:`router.params.unsupported`) are left out; the planner has already
+        refused the candidate when they mattered and ``strict_params`` was on.
         """
         raise NotImplementedError
 
-    def new_stream_parser(self, *, model: str, provider: str = "") -> StreamParser:
-        """A fresh parser for one streamed answer from ``model``."""
+    def parse_response(
+        self, body: dict[str, Any], *, model: str, request: AIRequest | None = None
+    ) -> AIResponse:
+        """The :class:`AIResponse` in a 2xx JSON body (cost and provider name left for the runtime).
+
+        ``request`` (when given) says how the answer was asked for (e.g. a forced answer tool
+        to unwrap). Raises :class:`MalformedResponseError` when the body does not have the
+        expected shape.
+        """
+        raise NotImplementedError
+
+    def new_stream_parser(
+        self, *, model: str, provider: str = "", request: AIRequest | None = None
+    ) -> StreamParser:
+        """A fresh parser for one streamed answer from ``model`` to ``request``."""
         raise NotImplementedError
 
     def classify_error(

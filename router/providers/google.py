@@ -20,7 +20,14 @@ Translation from the router's OpenAI-style messages (see ``tests/fixtures/wire/g
 
 Responses: Gemini sends no id for a function call, so calls get a deterministic id
 ``call_{n}_{name}`` (``n`` counts the calls of one answer), the same streamed or not.
-A finish of ``STOP`` with function calls is ``tool_calls``. Output tokens are
+A finish of ``STOP`` with function calls is ``tool_calls``.
+
+``response_format`` becomes ``responseMimeType: application/json`` with ``responseJsonSchema``
+(models with structured outputs) or ``responseSchema`` in Gemini's OpenAPI subset (the same
+normalisation as tool schemas). ``reasoning`` becomes ``thinkingConfig``: ``thinkingLevel`` on
+models that take an effort level (Gemini 3), else ``thinkingBudget``; ``includeThoughts`` returns
+thought summaries, which become ``reasoning`` (never content). Implicit prompt caching needs no
+request field; cache reads are reported as ``cachedContentTokenCount``. Output tokens are
 ``candidatesTokenCount + thoughtsTokenCount``; input tokens ``promptTokenCount`` (which
 includes ``cachedContentTokenCount``). In a stream usage is taken from the last chunk (the
 counts change between chunks; they are never summed) and the final chunk is produced at end of
@@ -53,13 +60,16 @@ from router.models import (
     FinishReason,
     ImagePart,
     Message,
+    ProviderCapability,
     ProviderType,
+    Reasoning,
     StreamChunk,
     TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
+from router.params import thinking_budget, unsupported, uses_native_schema
 from router.providers.base import (
     SHAPE_ERRORS,
     HTTPRequest,
@@ -74,7 +84,7 @@ from router.providers.base import (
     tool_calls_finish,
     wrong_shape,
 )
-from router.tools import translate_tools
+from router.tools import gemini_schema, translate_tools
 
 __all__ = ["GoogleAdapter", "GoogleStreamParser", "GOOGLE"]
 
@@ -290,8 +300,10 @@ class GoogleAdapter(ProviderAdapter):
         api_key: str | None,
         base_url: str,
         stream: bool,
+        info: Any = None,
     ) -> HTTPRequest:
         """A ``generateContent`` / ``streamGenerateContent?alt=sse`` request for ``request``."""
+        skip = {problem.name for problem in unsupported(request, self.provider_type, info)}
         system: list[str] = []
         contents: list[dict[str, Any]] = []
         call_names: dict[str, str] = {}
@@ -327,8 +339,32 @@ class GoogleAdapter(ProviderAdapter):
         if system:
             body["systemInstruction"] = {"role": "user", "parts": [{"text": "\n\n".join(system)}]}
         generation: dict[str, Any] = {}
+        reasoning = request.reasoning if "reasoning" not in skip else None
+        budget = thinking_budget(reasoning)
         if request.max_tokens is not None:
-            generation["maxOutputTokens"] = request.max_tokens
+            limit = getattr(info, "max_output_tokens", None)
+            wanted = request.max_tokens + budget
+            generation["maxOutputTokens"] = wanted if limit is None else min(wanted, limit)
+        if reasoning is not None and _thinks(info):
+            generation["thinkingConfig"] = _thinking_config(reasoning, info)
+        fmt = request.response_format
+        if fmt is not None and fmt.type != "text" and "response_format" not in skip:
+            generation["responseMimeType"] = "application/json"
+            schema = fmt.answer_schema
+            if fmt.type == "json_schema" and schema is not None:
+                if uses_native_schema(info):
+                    generation["responseJsonSchema"] = schema
+                else:
+                    generation["responseSchema"] = gemini_schema(schema)
+        for name, key in (
+            ("seed", "seed"),
+            ("top_k", "topK"),
+            ("presence_penalty", "presencePenalty"),
+            ("frequency_penalty", "frequencyPenalty"),
+        ):
+            value = getattr(request, name)
+            if value is not None and name not in skip:
+                generation[key] = value
         if request.temperature is not None:
             generation["temperature"] = request.temperature
         if request.top_p is not None:
@@ -351,7 +387,9 @@ class GoogleAdapter(ProviderAdapter):
             "POST", path, api_key=api_key, base_url=base_url, body=body, stream=stream
         )
 
-    def parse_response(self, body: dict[str, Any], *, model: str) -> AIResponse:
+    def parse_response(
+        self, body: dict[str, Any], *, model: str, request: AIRequest | None = None
+    ) -> AIResponse:
         """A ``GenerateContentResponse`` as an :class:`AIResponse` (first candidate).
 
         A signature on a text part is kept in ``provider_data`` so the next turn can send it
@@ -363,6 +401,7 @@ class GoogleAdapter(ProviderAdapter):
             raise _error_from_payload(None, body, None, provider=None)
         try:
             text: list[str] = []
+            thoughts: list[str] = []
             calls: list[ToolCall] = []
             provider_data: dict[str, Any] | None = None
             candidates = body.get("candidates") or []
@@ -384,8 +423,7 @@ class GoogleAdapter(ProviderAdapter):
                             )
                         )
                     elif "text" in part:
-                        if not part.get("thought"):
-                            text.append(str(part["text"]))
+                        (thoughts if part.get("thought") else text).append(str(part["text"]))
                         provider_data = _signature(part) or provider_data
                 reason = _finish_reason(candidate.get("finishReason"))
             elif (body.get("promptFeedback") or {}).get("blockReason"):
@@ -405,9 +443,12 @@ class GoogleAdapter(ProviderAdapter):
             model=model,
             request_id=str(request_id) if request_id else None,
             provider_data=provider_data,
+            reasoning="".join(thoughts) or None,
         )
 
-    def new_stream_parser(self, *, model: str, provider: str = "") -> GoogleStreamParser:
+    def new_stream_parser(
+        self, *, model: str, provider: str = "", request: AIRequest | None = None
+    ) -> GoogleStreamParser:
         """A parser for one ``streamGenerateContent?alt=sse`` stream."""
         return GoogleStreamParser(model=model, provider=provider)
 
@@ -438,12 +479,36 @@ def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
     prompt = int(raw.get("promptTokenCount") or 0)
+    thoughts = int(raw.get("thoughtsTokenCount") or 0)
     return Usage(
         input_tokens=prompt,
-        output_tokens=int(raw.get("candidatesTokenCount") or 0)
-        + int(raw.get("thoughtsTokenCount") or 0),
+        output_tokens=int(raw.get("candidatesTokenCount") or 0) + thoughts,
         cached_input_tokens=min(int(raw.get("cachedContentTokenCount") or 0), prompt),
+        reasoning_tokens=thoughts,
     )
+
+
+def _thinks(info: Any) -> bool:
+    caps = getattr(info, "capabilities", None)
+    return caps is None or ProviderCapability.REASONING in caps
+
+
+_LEVELS = {"minimal": "minimal", "low": "low", "medium": "medium", "none": "minimal"}
+
+
+def _thinking_config(reasoning: Reasoning, info: Any) -> dict[str, Any]:
+    """Gemini 3 takes a level (it cannot switch thinking off: ``none`` is ``minimal``);
+    Gemini 2.5 a token budget (0 switches it off where the model allows)."""
+    caps = getattr(info, "capabilities", None) or frozenset()
+    config: dict[str, Any] = {}
+    if ProviderCapability.REASONING_EFFORT in caps and reasoning.budget_tokens is None:
+        if reasoning.effort is not None:
+            config["thinkingLevel"] = _LEVELS.get(reasoning.effort, "high")
+    else:
+        config["thinkingBudget"] = thinking_budget(reasoning)
+    if reasoning.enabled:
+        config["includeThoughts"] = reasoning.include_thoughts
+    return config
 
 
 class GoogleStreamParser(StreamParser):
@@ -462,11 +527,7 @@ class GoogleStreamParser(StreamParser):
         """The last chunk's counts; while no output count came, thoughts plus an estimate."""
         if self._reported_output is not None:
             return super().usage
-        return Usage(
-            input_tokens=self._input_tokens,
-            output_tokens=self._thoughts + estimate_tokens(self._generated_chars),
-            cached_input_tokens=min(self._cached_tokens, self._input_tokens),
-        )
+        return self._usage(self._thoughts + estimate_tokens(self._generated_chars))
 
     def feed(self, event: str, data: str) -> list[StreamChunk]:
         """One SSE event (a whole ``GenerateContentResponse``) -> chunks."""
@@ -490,6 +551,7 @@ class GoogleStreamParser(StreamParser):
             self._input_tokens = int(usage.get("promptTokenCount") or 0)
             self._cached_tokens = int(usage.get("cachedContentTokenCount") or 0)
             self._thoughts = int(usage.get("thoughtsTokenCount") or 0)
+            self._reasoning_tokens = self._thoughts
             if usage.get("candidatesTokenCount") is not None:
                 self._reported_output = int(usage["candidatesTokenCount"]) + self._thoughts
         out: list[StreamChunk] = []
@@ -515,7 +577,9 @@ class GoogleStreamParser(StreamParser):
                 )
                 self._calls += 1
                 out.append(self._tool_chunk([delta]))
-            elif part.get("text") and not part.get("thought"):
+            elif part.get("text") and part.get("thought"):
+                out.append(self._reasoning_chunk(str(part["text"])))
+            elif part.get("text"):
                 out.append(self._text_chunk(str(part["text"])))
             signature = _signature(part) if call is None else None
             if signature:

@@ -33,6 +33,7 @@ from router.models import (
     FinishReason,
     ImagePart,
     Message,
+    ProviderCapability,
     ProviderType,
     StreamChunk,
     TextPart,
@@ -40,6 +41,7 @@ from router.models import (
     ToolCallDelta,
     Usage,
 )
+from router.params import effort_for_budget, thinking_budget, unsupported
 from router.providers.base import (
     SHAPE_ERRORS,
     HTTPRequest,
@@ -81,12 +83,30 @@ def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
     details = raw.get("prompt_tokens_details") or {}
+    completion = raw.get("completion_tokens_details") or {}
     prompt = int(raw.get("prompt_tokens") or 0)
+    output = int(raw.get("completion_tokens") or 0)
     return Usage(
         input_tokens=prompt,
-        output_tokens=int(raw.get("completion_tokens") or 0),
+        output_tokens=output,
         cached_input_tokens=min(int(details.get("cached_tokens") or 0), prompt),
+        reasoning_tokens=min(int(completion.get("reasoning_tokens") or 0), output),
     )
+
+
+def _reasons(info: Any) -> bool:
+    caps = getattr(info, "capabilities", None)
+    return caps is None or ProviderCapability.REASONING in caps
+
+
+def _reasoning_text(message: dict[str, Any]) -> str | None:
+    # OpenAI's Chat Completions returns no reasoning text; OpenAI-compatible servers (vLLM,
+    # DeepSeek, OpenRouter) do, under one of these names.
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _error_from_payload(
@@ -181,8 +201,10 @@ class OpenAIAdapter(ProviderAdapter):
         api_key: str | None,
         base_url: str,
         stream: bool,
+        info: Any = None,
     ) -> HTTPRequest:
         """A ``/chat/completions`` request for ``request``."""
+        skip = {problem.name for problem in unsupported(request, self.provider_type, info)}
         body: dict[str, Any] = {
             "model": model,
             "messages": [self._message(message) for message in request.messages],
@@ -190,9 +212,35 @@ class OpenAIAdapter(ProviderAdapter):
         }
         if stream:
             body["stream_options"] = {"include_usage": True}
+        reasoning = request.reasoning if "reasoning" not in skip else None
         if request.max_tokens is not None:
             key = "max_tokens" if self._compatible else "max_completion_tokens"
-            body[key] = request.max_tokens
+            # Reasoning tokens count against this limit: max_tokens is the answer's share.
+            body[key] = request.max_tokens + thinking_budget(reasoning)
+        if reasoning is not None and (reasoning.enabled or _reasons(info)):
+            effort = reasoning.effort
+            if effort is None:
+                effort = (
+                    effort_for_budget(thinking_budget(reasoning)) if reasoning.enabled else "none"
+                )
+            body["reasoning_effort"] = effort
+        fmt = request.response_format
+        if fmt is not None and "response_format" not in skip:
+            body["response_format"] = fmt.wire()
+        for name in ("seed", "presence_penalty", "frequency_penalty", "logit_bias", "verbosity"):
+            value = getattr(request, name)
+            if value is not None and name not in skip:
+                body[name] = value
+        if request.service_tier is not None:
+            body["service_tier"] = request.service_tier
+        if request.user is not None:
+            # OpenAI replaced ``user`` by ``safety_identifier``; compatible servers know ``user``.
+            body["user" if self._compatible else "safety_identifier"] = request.user
+        if not self._compatible:
+            if request.prompt_cache_key is not None:
+                body["prompt_cache_key"] = request.prompt_cache_key
+            if request.prompt_cache_retention is not None:
+                body["prompt_cache_retention"] = request.prompt_cache_retention
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.top_p is not None:
@@ -203,6 +251,8 @@ class OpenAIAdapter(ProviderAdapter):
             body["tools"] = translate_tools(request.tools, self.provider_type)
             if request.tool_choice is not None:
                 body["tool_choice"] = _tool_choice(request.tool_choice)
+            if request.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = request.parallel_tool_calls
         return self._http(
             "POST",
             "/chat/completions",
@@ -214,7 +264,9 @@ class OpenAIAdapter(ProviderAdapter):
 
     # -- responses --
 
-    def parse_response(self, body: dict[str, Any], *, model: str) -> AIResponse:
+    def parse_response(
+        self, body: dict[str, Any], *, model: str, request: AIRequest | None = None
+    ) -> AIResponse:
         """A ``chat.completion`` body as an :class:`AIResponse` (first choice)."""
         if not isinstance(body, dict):
             raise wrong_shape(f"expected a JSON object, got {type(body).__name__}")
@@ -243,6 +295,7 @@ class OpenAIAdapter(ProviderAdapter):
                 )
             usage = _usage(body.get("usage"))
             request_id = body.get("id")
+            reasoning = _reasoning_text(message)
         except SHAPE_ERRORS as exc:
             raise wrong_shape("chat.completion", exc) from None
         return AIResponse(
@@ -253,9 +306,12 @@ class OpenAIAdapter(ProviderAdapter):
             provider=self.provider_type,
             model=model,
             request_id=str(request_id) if request_id else None,
+            reasoning=reasoning,
         )
 
-    def new_stream_parser(self, *, model: str, provider: str = "") -> OpenAIStreamParser:
+    def new_stream_parser(
+        self, *, model: str, provider: str = "", request: AIRequest | None = None
+    ) -> OpenAIStreamParser:
         """A parser for one ``chat.completion.chunk`` SSE stream."""
         return OpenAIStreamParser(model=model, provider=provider, provider_type=self.provider_type)
 
@@ -336,12 +392,16 @@ class OpenAIStreamParser(StreamParser):
             usage = _usage(payload["usage"])
             self._input_tokens = usage.input_tokens
             self._cached_tokens = usage.cached_input_tokens
+            self._reasoning_tokens = usage.reasoning_tokens
             self._reported_output = usage.output_tokens
         out: list[StreamChunk] = []
         for choice in payload.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # only the first choice is ever requested
             delta = choice.get("delta") or {}
+            thought = _reasoning_text(delta)
+            if thought:
+                out.append(self._reasoning_chunk(thought))
             text = delta.get("content")
             if text:
                 out.append(self._text_chunk(str(text)))
