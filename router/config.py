@@ -63,6 +63,7 @@ __all__ = [
     "BudgetConfig",
     "ModelGroupMember",
     "LedgerConfig",
+    "CacheConfig",
     "RouterConfig",
     "load_config",
     "config_from_dict",
@@ -376,6 +377,31 @@ class LedgerConfig(BaseModel):
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.url)
 
 
+class CacheConfig(BaseModel):
+    """The opt-in response cache (see ``router/cache``).
+
+    ``store``: where entries live; by default the ledger's kind (``redis`` with the ledger's URL
+    and key prefix when the ledger is on Redis, so every process shares it; ``sqlite`` in
+    ``cache.db`` next to the ledger file; ``memory`` with a memory ledger). ``path`` overrides
+    the SQLite file. ``ttl`` seconds an answer is served; ``max_entries`` bounds the store (the
+    oldest go first); answers larger than ``max_entry_bytes`` are not stored.
+    ``any_temperature``: also cache requests with ``temperature > 0`` (off: they bypass).
+    ``recent_entries``: answers kept decoded in this process's memory (0: read the store on
+    every hit).
+    """
+
+    model_config = _CONFIG
+
+    enabled: bool = False
+    ttl: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, gt=0)
+    max_entry_bytes: int = Field(default=1_000_000, gt=0)
+    any_temperature: bool = False
+    recent_entries: int = Field(default=256, ge=0)
+    store: Literal["sqlite", "redis", "memory"] | None = None
+    path: str | None = None
+
+
 class RouterConfig(BaseModel):
     """The whole router configuration. Immutable; build it with :func:`load_config`."""
 
@@ -389,6 +415,7 @@ class RouterConfig(BaseModel):
     request_timeout: float = Field(default=120.0, gt=0)
     timezone: str = "UTC"
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     catalog: str | None = None
     enabled: bool = True
     audit_log: str | None = None
@@ -465,6 +492,13 @@ class RouterConfig(BaseModel):
                             f"provider name ({_listing(names)}) or type ({_listing(kinds)})",
                         )
                     )
+        cache = self.cache
+        if cache.store == "redis" and self.ledger.type != "redis":
+            problems.append(
+                ("cache.store", "'redis' uses the ledger's Redis: set ledger.type to 'redis'")
+            )
+        if cache.path is not None and (cache.store or self.ledger.type) != "sqlite":
+            problems.append(("cache.path", "is only used with store 'sqlite'"))
         for alias, members in self.model_groups.items():
             if not members:
                 problems.append((f"model_groups.{alias}", "must list at least one member"))
@@ -771,6 +805,9 @@ def config_from_dict(
         document["ledger"] = {}
     elif isinstance(ledger, dict) and ledger.get("path") not in (None, ":memory:"):
         document["ledger"] = {**ledger, "path": _anchored(ledger["path"], anchor)}
+    cache = document.get("cache")
+    if isinstance(cache, dict) and cache.get("path") not in (None, ":memory:"):
+        document["cache"] = {**cache, "path": _anchored(cache["path"], anchor)}
     document["source"] = source
 
     # Errors in a user catalog name the catalog file itself, which is what needs fixing.

@@ -9,6 +9,7 @@ is dropped. That single rule is what makes futures resolve exactly once.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import secrets
 import threading
@@ -24,6 +25,8 @@ from router.health import percentile
 from router.models import AIRequest, AIResponse, ProviderSelection, StreamChunk
 
 __all__ = ["Job", "JobRegistry", "StreamFailure", "FINISHED"]
+
+logger = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
@@ -67,6 +70,7 @@ class Job:
         "total_candidates",
         "timer",
         "inbox",
+        "cache_key",
         "_lock",
         "_done",
         "_on_cancel",
@@ -110,6 +114,7 @@ class Job:
         self.inbox: queue.SimpleQueue | None = None
         if inline:
             self.inbox = self.chunks if self.chunks is not None else queue.SimpleQueue()
+        self.cache_key: str | None = None  # where the answer goes in the response cache
         self._lock = threading.Lock()
         self._done = False
         self._on_cancel: list[Callable[[], object]] = []
@@ -250,6 +255,9 @@ class JobRegistry:
         # waits for the workers, so their settlements land before the budget actor stops).
         self._inline_running = 0
         self._inline_idle = threading.Condition(self._lock)
+        # Called with (job, response, error) on the thread that finishes a job, after its
+        # future is set (the response cache stores answers, observers record them).
+        self.listeners: list[Callable[[Job, AIResponse | None, BaseException | None], Any]] = []
 
     def run_inline(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run (a step of) an attempt handed to a waiting caller, on the caller's thread."""
@@ -293,6 +301,11 @@ class JobRegistry:
                 self.failures += 1
                 name = type(error).__name__
                 self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
+        for listener in self.listeners:
+            try:
+                listener(job, response, error)
+            except Exception:  # an observer must never break the request it observes
+                logger.exception("job listener %r failed", listener)
 
     def pending(self) -> list[Job]:
         with self._lock:

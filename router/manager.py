@@ -31,6 +31,7 @@ from router.actors.supervisor import SupervisorActor, plan_direct
 from router.actors.writeahead import WriteAheadSettlements, pending_directory
 from router.attempt import AttemptContext, run_attempt
 from router.budget import BudgetAlert
+from router.cache import ReplayStream, ResponseCache, open_cache
 from router.catalog import Catalog, load_catalog
 from router.config import RouterConfig, config_from_dict, load_config
 from router.errors import (
@@ -151,6 +152,7 @@ class AIProviderManager:
         self._direct: tuple[Planner, dict[str, HealthSnapshot]] | None = None
         self._doors: dict[str, tuple[str | None] | None] = {}
         self._contexts: dict[str, AttemptContext] = {}
+        self._cache: ResponseCache | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -185,6 +187,9 @@ class AIProviderManager:
                 )
                 if self._fleet.shared:
                     self._fleet_sync = FleetSync(self._fleet, clock=self._clock)
+                self._cache = open_cache(self.config)
+                if self._cache is not None:
+                    self._registry.listeners.append(self._remember)
                 self._start_actors(planner, store)
             except Exception:
                 self._teardown()
@@ -321,6 +326,10 @@ class AIProviderManager:
         if self._audit is not None:
             self._audit.close()
             self._audit = None
+        if self._cache is not None:
+            self._registry.listeners.remove(self._remember)
+            self._cache.close()
+            self._cache = None
         self._providers.clear()
         self._executors.clear()
         self._clients.clear()
@@ -349,11 +358,20 @@ class AIProviderManager:
         timeout: float | None,
         stream: bool,
         inline: bool = False,
-    ) -> Job:
+    ) -> Job | AIResponse:
+        """A job on its way, or the cached answer (when the response cache has it)."""
         self._require_running()
         request, selection, strategy = _prepare(
             request, tools, selection, strategy, stream, self.config.default_strategy
         )
+        cache_key = None
+        cache = self._cache
+        if cache is not None:
+            cache_key = cache.key_for(request, selection)
+            if cache_key is not None:
+                hit = cache.lookup(cache_key)
+                if hit is not None:
+                    return hit
         if timeout is None:
             timeout = self.config.request_timeout
         elif timeout <= 0:
@@ -367,6 +385,7 @@ class AIProviderManager:
             stream=stream,
             inline=inline,
         )
+        job.cache_key = cache_key
         self._registry.add(job)
         assert self._scheduler is not None
         job.timer = self._scheduler.call_at(
@@ -420,14 +439,19 @@ class AIProviderManager:
         timeout: float | None = None,
     ) -> pykka.ThreadingFuture:
         """Send a request; the future resolves exactly once to an ``AIResponse`` or an error."""
-        return self._new_job(
+        job = self._new_job(
             request,
             tools=tools,
             strategy=strategy,
             selection=selection,
             timeout=timeout,
             stream=False,
-        ).future
+        )
+        if isinstance(job, AIResponse):
+            future: pykka.ThreadingFuture = pykka.ThreadingFuture()
+            future.set(job)
+            return future
+        return job.future
 
     def process_request(
         self,
@@ -453,6 +477,8 @@ class AIProviderManager:
             stream=False,
             inline=True,
         )
+        if isinstance(job, AIResponse):
+            return job
         inbox = job.inbox
         assert inbox is not None
         # The job's own deadline resolves the future; the margin only guards against a bug.
@@ -478,8 +504,11 @@ class AIProviderManager:
         strategy: str | None = None,
         selection: ProviderSelection | Mapping[str, Any] | None = None,
         timeout: float | None = None,
-    ) -> ChunkStream:
-        """Stream the answer: an iterator of ``StreamChunk`` (see ``ChunkStream``)."""
+    ) -> ChunkStream | ReplayStream:
+        """Stream the answer: an iterator of ``StreamChunk`` (see ``ChunkStream``).
+
+        A response-cache hit is a ``ReplayStream`` of the cached answer (``cached`` is True).
+        """
         job = self._new_job(
             request,
             tools=tools,
@@ -489,7 +518,15 @@ class AIProviderManager:
             stream=True,
             inline=True,
         )
+        if isinstance(job, AIResponse):
+            return ReplayStream(job)
         return ChunkStream(job, self._registry)
+
+    def _remember(self, job: Job, response: AIResponse | None, error: object) -> None:
+        """Registry listener: a fresh answer goes into the response cache."""
+        cache = self._cache
+        if response is not None and job.cache_key is not None and cache is not None:
+            cache.store_response(job.cache_key, response)
 
     # --- insight -----------------------------------------------------------------------------
 
@@ -610,6 +647,7 @@ class AIProviderManager:
             "models": usage.pop("by_model"),
             "budget": budget,
             "fleet": self.fleet_status(health),
+            "cache": self.cache_stats(),
         }
 
     def fleet_status(self, health: Mapping[str, HealthSnapshot] | None = None) -> dict[str, Any]:
@@ -631,6 +669,11 @@ class AIProviderManager:
         out["workers"] = workers
         out["providers"] = fleet_totals(workers)
         return out
+
+    def cache_stats(self) -> dict[str, Any]:
+        """The response cache's counters (hits, misses, bypassed, stored, rejected, errors)."""
+        cache = self._cache
+        return cache.stats() if cache is not None else {"enabled": False}
 
     # --- runtime changes ---------------------------------------------------------------------
 

@@ -401,6 +401,9 @@ class AIRequest(BaseModel):
     # False: a parameter the chosen provider cannot honour is dropped (and listed in the
     # answer's ``dropped_params``) instead of refusing that provider.
     strict_params: bool = True
+    # The response cache, when configured: False bypasses it; True also caches this request
+    # when its temperature is above 0; None follows the configuration.
+    cache: bool | None = None
 
     @field_validator("response_format", mode="before")
     @classmethod
@@ -562,6 +565,8 @@ class AIResponse(BaseModel):
     # Parameters the provider could not honour and that were left out (``strict_params`` off,
     # or ones that do not change the answer): "name: why".
     dropped_params: tuple[str, ...] = ()
+    # Served from the response cache: nothing was sent or billed (``cost`` is 0).
+    cached: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """The assistant message to append for the next turn (OpenAI shape).

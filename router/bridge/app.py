@@ -244,6 +244,7 @@ class BridgeApp:
             time.monotonic() - started,
             response.usage,
             response.cost,
+            cached=response.cached,
         )
         return response
 
@@ -278,6 +279,7 @@ class BridgeApp:
             stream.close()
             raise
         provider, model = first.provider_name or "", first.model or ""
+        cached = bool(getattr(stream, "cached", False))  # a response-cache replay
         self.metrics.first_chunk_after(endpoint, provider, model, time.monotonic() - started)
 
         def finished(outcome: str, last: StreamChunk | None, error_type: str | None) -> None:
@@ -286,7 +288,9 @@ class BridgeApp:
                 provider, model = last.provider_name or provider, last.model or model
             if outcome == "success" and last is not None:
                 seconds = time.monotonic() - started
-                self.metrics.success(endpoint, provider, model, seconds, last.usage, last.cost)
+                self.metrics.success(
+                    endpoint, provider, model, seconds, last.usage, last.cost, cached=cached
+                )
             elif outcome == "cancelled":
                 self.metrics.cancelled(endpoint, provider, model)
             else:
@@ -297,6 +301,8 @@ class BridgeApp:
             out.append(("X-Router-Provider", provider))
         if model:
             out.append(("X-Router-Model", model))
+        if cached:
+            out.append(("X-Router-Cache", "hit"))
         out.extend(headers)
         return Response(200, out, EventStream(stream, first, events, finished))
 

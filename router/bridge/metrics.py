@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from router.models import Usage
@@ -44,7 +44,7 @@ class BridgeMetrics:
         )
         self.requests = Counter(
             "router_requests",
-            "Chat requests by serving provider, model and outcome (success, error, cancelled).",
+            "Chat requests by serving provider, model and outcome (success, cached, error, cancelled).",
             ["endpoint", "provider", "model", "outcome"],
             registry=r,
         )
@@ -93,7 +93,12 @@ class BridgeMetrics:
         seconds: float,
         usage: Usage | None,
         cost: float | None,
+        *,
+        cached: bool = False,
     ) -> None:
+        if cached:  # answered by the response cache: nothing was sent or billed
+            self.requests.labels(endpoint, provider, model, "cached").inc()
+            return
         self.requests.labels(endpoint, provider, model, "success").inc()
         self.latency.labels(endpoint, provider, model).observe(seconds)
         if usage is not None:
@@ -146,6 +151,7 @@ class _ManagerCollector:
         yield from _provider_gauges(health)
         yield from _budget_gauges(budget)
         yield from _fleet_gauges(fleet)
+        yield from _cache_counters(self._manager)
 
 
 def _provider_gauges(health: dict[str, Any]) -> Iterator[Metric]:
@@ -250,3 +256,26 @@ def _budget_gauges(status: dict[str, Any]) -> Iterator[Metric]:
         spent.add_metric(labels, float(row.get("spent", 0.0)))
         limit.add_metric(labels, float(row.get("limit", 0.0)))
     yield from (spend, reserved, spent, limit)
+
+
+def _cache_counters(manager: Any) -> Iterator[Metric]:
+    stats_of = getattr(manager, "cache_stats", None)
+    stats = stats_of() if stats_of is not None else {}
+    if not stats.get("enabled"):
+        return
+    lookups = CounterMetricFamily(
+        "router_cache_lookups",
+        "Response cache lookups by result (hit, miss, bypass: the request was not cacheable).",
+        labels=["result"],
+    )
+    for result, key in (("hit", "hits"), ("miss", "misses"), ("bypass", "bypassed")):
+        lookups.add_metric([result], float(stats.get(key, 0)))
+    stored = CounterMetricFamily("router_cache_stored", "Answers stored in the response cache.")
+    stored.add_metric([], float(stats.get("stored", 0)))
+    rejected = CounterMetricFamily(
+        "router_cache_rejected", "Corrupt response cache entries ignored (never served)."
+    )
+    rejected.add_metric([], float(stats.get("rejected", 0)))
+    errors = CounterMetricFamily("router_cache_errors", "Response cache store failures.")
+    errors.add_metric([], float(stats.get("errors", 0)))
+    yield from (lookups, stored, rejected, errors)

@@ -82,7 +82,7 @@ _UNSUPPORTED = {
     "web_search_options": "web search is not supported by the router",
 }
 # The router's own options, sent by OpenAI clients as extra body fields.
-_ROUTER_FIELDS = frozenset({"strategy", "selection", "timeout", "budget_limit"})
+_ROUTER_FIELDS = frozenset({"strategy", "selection", "timeout", "budget_limit", "cache"})
 _KNOWN = frozenset(
     {
         "model",
@@ -146,6 +146,10 @@ def chat_request(body: Mapping[str, Any]) -> tuple[AIRequest, ChatOptions]:
         request["metadata"] = body["metadata"]
     if body.get("budget_limit") is not None:
         request["budget_limit"] = _number(body["budget_limit"], "budget_limit")
+    if body.get("cache") is not None:
+        if not isinstance(body["cache"], bool):
+            raise BodyError("'cache' must be true or false", "cache")
+        request["cache"] = body["cache"]
     try:
         ai_request = AIRequest.model_validate(request)
     except ValidationError as error:

@@ -213,7 +213,9 @@ def log_unexpected(secrets: Secrets, where: str, error: BaseException) -> None:
 
 
 def served_by(response: Any) -> list[tuple[str, str]]:
-    """``X-Router-Provider``, ``X-Router-Model`` and ``X-Router-Cost`` of an answer."""
+    """``X-Router-Provider``, ``X-Router-Model``, ``X-Router-Cost`` (and ``X-Router-Cache``)."""
     headers = [("X-Router-Provider", response.provider_name), ("X-Router-Model", response.model)]
     headers.append(("X-Router-Cost", f"{response.cost:.8f}"))
+    if response.cached:
+        headers.append(("X-Router-Cache", "hit"))
     return [(k, v) for k, v in headers if v]
