@@ -67,11 +67,23 @@ class AttemptContext:
 
 
 def _tell(ref: Any, message: Any) -> None:
+    if type(message) is Outcome:
+        _trace(message)
     try:
         ref.tell(message)
     except pykka.ActorDeadError:
         # The manager is stopping; the message has nobody left to act on it.
         logger.debug("dropped %s: actor stopped", type(message).__name__)
+
+
+def _trace(outcome: Outcome) -> None:
+    """The attempt's span (router.tracing), when the request is traced; never raises."""
+    trace = outcome.attempt.job.trace
+    if trace is not None:
+        try:
+            trace.attempt_finished(outcome)
+        except Exception:
+            logger.exception("tracing an attempt failed")
 
 
 def _settle(ctx: AttemptContext, budget_ref: Any, message: Settle) -> None:
@@ -118,6 +130,7 @@ def _succeeded(
     its answer and asks for provider health sees it counted); a told one goes after, so the
     caller is not kept waiting for the wake-up of the provider actor.
     """
+    _trace(outcome)  # before the request's span ends with the job
     if defer:
         ctx.outcomes.add(outcome)
     job.resolve(*resolve)
@@ -175,6 +188,11 @@ def run_attempt(
         )
         return None
     slot = [ctx.slots.release]  # emptied when a stream's steps take the slot over
+    if job.trace is not None:
+        try:
+            job.trace.attempt_started(attempt)
+        except Exception:
+            logger.exception("tracing an attempt failed")
     try:
         return _run(ctx, attempt, api_key, provider_ref, budget_ref, defer_success, slot)
     finally:

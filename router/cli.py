@@ -116,15 +116,24 @@ def _money(value: float | None) -> str:
     show_default=True,
     help="Log verbosity (logs go to stderr).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line.",
+)
 @click.version_option(version=__version__, prog_name="router")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format: str) -> None:
     """Route chat requests to Anthropic, OpenAI and Gemini as one dependable service."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    from router.logformat import TEXT_FORMAT, JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format.lower() == "json" else logging.Formatter(TEXT_FORMAT)
     )
+    logging.basicConfig(level=getattr(logging, log_level.upper()), handlers=[handler])
     ctx.obj = State(config_path)
 
 

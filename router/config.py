@@ -64,6 +64,7 @@ __all__ = [
     "ModelGroupMember",
     "LedgerConfig",
     "CacheConfig",
+    "TracingConfig",
     "RouterConfig",
     "load_config",
     "config_from_dict",
@@ -402,6 +403,17 @@ class CacheConfig(BaseModel):
     path: str | None = None
 
 
+class TracingConfig(BaseModel):
+    """OpenTelemetry spans (``router.tracing``), made only when ``opentelemetry-api`` is
+    installed and a tracer provider is configured. ``enabled: false`` turns them off even then;
+    ``capture_content`` records messages and answers on the spans (off: never)."""
+
+    model_config = _CONFIG
+
+    enabled: bool = True
+    capture_content: bool = False
+
+
 class RouterConfig(BaseModel):
     """The whole router configuration. Immutable; build it with :func:`load_config`."""
 
@@ -416,6 +428,7 @@ class RouterConfig(BaseModel):
     timezone: str = "UTC"
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     catalog: str | None = None
     enabled: bool = True
     audit_log: str | None = None

@@ -71,6 +71,7 @@ class Job:
         "timer",
         "inbox",
         "cache_key",
+        "trace",
         "_lock",
         "_done",
         "_on_cancel",
@@ -115,6 +116,7 @@ class Job:
         if inline:
             self.inbox = self.chunks if self.chunks is not None else queue.SimpleQueue()
         self.cache_key: str | None = None  # where the answer goes in the response cache
+        self.trace: Any = None  # router.tracing.RequestTrace when the request is traced
         self._lock = threading.Lock()
         self._done = False
         self._on_cancel: list[Callable[[], object]] = []

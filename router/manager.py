@@ -124,6 +124,7 @@ class AIProviderManager:
         ledger: LedgerStore | None = None,
         alert_callbacks: Sequence[Callable[[BudgetAlert], Any]] = (),
         keep_raw: bool = False,
+        tracer_provider: Any = None,
         clock: Callable[[], float] = time.monotonic,
         fleet: FleetStore | None = None,
     ) -> None:
@@ -153,6 +154,8 @@ class AIProviderManager:
         self._doors: dict[str, tuple[str | None] | None] = {}
         self._contexts: dict[str, AttemptContext] = {}
         self._cache: ResponseCache | None = None
+        self._tracer_provider = tracer_provider
+        self._tracing: Any = None  # router.tracing.Tracing when opentelemetry is installed
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -190,6 +193,9 @@ class AIProviderManager:
                 self._cache = open_cache(self.config)
                 if self._cache is not None:
                     self._registry.listeners.append(self._remember)
+                self._tracing = _open_tracing(self.config, self._tracer_provider)
+                if self._tracing is not None:
+                    self._registry.listeners.append(_end_trace)
                 self._start_actors(planner, store)
             except Exception:
                 self._teardown()
@@ -330,6 +336,9 @@ class AIProviderManager:
             self._registry.listeners.remove(self._remember)
             self._cache.close()
             self._cache = None
+        if self._tracing is not None:
+            self._registry.listeners.remove(_end_trace)
+            self._tracing = None
         self._providers.clear()
         self._executors.clear()
         self._clients.clear()
@@ -364,6 +373,12 @@ class AIProviderManager:
         request, selection, strategy = _prepare(
             request, tools, selection, strategy, stream, self.config.default_strategy
         )
+        if timeout is None:
+            timeout = self.config.request_timeout
+        elif timeout <= 0:
+            raise InvalidRequestError("timeout must be > 0")
+        tracing = self._tracing
+        trace = tracing.request(request, stream=stream) if tracing is not None else None
         cache_key = None
         cache = self._cache
         if cache is not None:
@@ -371,11 +386,9 @@ class AIProviderManager:
             if cache_key is not None:
                 hit = cache.lookup(cache_key)
                 if hit is not None:
+                    if trace is not None:
+                        trace.cache_hit(hit)
                     return hit
-        if timeout is None:
-            timeout = self.config.request_timeout
-        elif timeout <= 0:
-            raise InvalidRequestError("timeout must be > 0")
         job = Job(
             request,
             strategy=strategy,
@@ -386,6 +399,7 @@ class AIProviderManager:
             inline=inline,
         )
         job.cache_key = cache_key
+        job.trace = trace
         self._registry.add(job)
         assert self._scheduler is not None
         job.timer = self._scheduler.call_at(
@@ -733,6 +747,23 @@ class AIProviderManager:
             if value is not None
         }
         return self._budget.ask(("update_budget", name, changes), timeout=10)
+
+
+def _open_tracing(config: RouterConfig, tracer_provider: Any) -> Any:
+    """A ``router.tracing.Tracing``, or None when turned off or opentelemetry is missing."""
+    if not config.tracing.enabled:
+        return None
+    try:
+        from router.tracing import Tracing
+    except ImportError:  # opentelemetry-api is optional: no tracing, no cost
+        return None
+    return Tracing(tracer_provider, capture_content=config.tracing.capture_content)
+
+
+def _end_trace(job: Job, response: AIResponse | None, error: BaseException | None) -> None:
+    """Registry listener: a traced request's span ends with its job."""
+    if job.trace is not None:
+        job.trace.finished(job, response, error)
 
 
 def _stop_actor(ref: Any) -> None:
