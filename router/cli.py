@@ -283,11 +283,90 @@ def _stream_to_terminal(manager: Any, request: Any, strategy: str | None, as_jso
 # --- status, recommend, budget, models ------------------------------------------------------
 
 
+def _watch_options(command: Any) -> Any:
+    """``--watch``, ``--count``, ``--url`` and ``--token``, shared by status and budget."""
+    for option in reversed(
+        [
+            click.option(
+                "--watch", is_flag=True, help="Redraw every second until Ctrl-C (needs rich)."
+            ),
+            click.option(
+                "--count",
+                type=click.IntRange(min=1),
+                default=None,
+                help="With --watch: stop after this many redraws.",
+            ),
+            click.option(
+                "--url",
+                default=None,
+                help="Read a running bridge (its /ui/data) instead of the local configuration.",
+            ),
+            click.option(
+                "--token",
+                envvar="ROUTER_AUTH_TOKEN",
+                default=None,
+                help="The bridge's auth token, for --url [env ROUTER_AUTH_TOKEN].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _watch_view(state: State, url: str | None, token: str | None, render: str, count: Any):
+    try:
+        from router import watch
+    except ImportError as error:
+        raise RouterCommandError(
+            f"--watch needs rich: pip install 'router[watch]' ({error.name} missing)"
+        ) from None
+    draw = watch.providers_view if render == "providers" else watch.budgets_view
+    try:
+        if url is not None:
+            source = watch.BridgeSource(url, token)
+            try:
+                watch.watch(source, draw, count=count)
+            finally:
+                source.close()
+        else:
+            with state.manager() as manager:
+                watch.watch(watch.local_source(manager), draw, count=count)
+    except KeyboardInterrupt:
+        pass
+
+
+def _remote_view(url: str, token: str | None) -> dict[str, Any]:
+    """The status view of a running bridge (one ``GET /ui/data``)."""
+    from router.watch import BridgeSource, SourceError
+
+    source = BridgeSource(url, token)
+    try:
+        return source()
+    except SourceError as error:
+        raise RouterCommandError(str(error)) from None
+    finally:
+        source.close()
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_watch_options
 @click.pass_obj
-def status(state: State, as_json: bool) -> None:
+def status(
+    state: State,
+    as_json: bool,
+    watch: bool,
+    count: int | None,
+    url: str | None,
+    token: str | None,
+) -> None:
     """Show each provider's health, circuit, latency, in-flight requests and spend."""
+    if watch:
+        _watch_view(state, url, token, "providers", count)
+        return
+    if url is not None:
+        _print_remote_status(_remote_view(url, token), as_json)
+        return
     with state.manager() as manager:
         health = manager.provider_health()
         budget = manager.get_budget_status()
@@ -321,6 +400,38 @@ def status(state: State, as_json: bool) -> None:
                 _money(money.get("spent_month", 0.0)),
             ]
         )
+    click.echo(
+        _table(
+            rows,
+            ["provider", "status", "circuit", "uptime", "p50/p95", "in-flight", "today", "month"],
+        )
+    )
+
+
+def _print_remote_status(view: dict[str, Any], as_json: bool) -> None:
+    providers = {p["name"]: p for p in view["providers"]}
+    if as_json:
+        _emit_json(
+            {
+                "providers": providers,
+                "spent_today": view.get("spent_today", 0.0),
+                "spent_month": view.get("spent_month", 0.0),
+            }
+        )
+        return
+    rows = [
+        [
+            name,
+            p["status"] + (f" ({p['disabled_reason']})" if p.get("disabled_reason") else ""),
+            p["circuit_state"],
+            f"{p['uptime_percentage']:.1f}%",
+            f"{p['p50_latency_ms']:.0f}/{p['p95_latency_ms']:.0f}ms",
+            str(p["in_flight"]),
+            _money(p.get("spent_today", 0.0)),
+            _money(p.get("spent_month", 0.0)),
+        ]
+        for name, p in providers.items()
+    ]
     click.echo(
         _table(
             rows,
@@ -365,11 +476,33 @@ def recommend(state: State, prompt: str, model: str | None, max_tokens: int | No
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_watch_options
 @click.pass_obj
-def budget(state: State, as_json: bool) -> None:
+def budget(
+    state: State,
+    as_json: bool,
+    watch: bool,
+    count: int | None,
+    url: str | None,
+    token: str | None,
+) -> None:
     """Show each budget: spent, reserved, limit, percentage, and alerts."""
-    with state.manager() as manager:
-        data = manager.get_budget_status()
+    if watch:
+        _watch_view(state, url, token, "budgets", count)
+        return
+    if url is not None:
+        view = _remote_view(url, token)
+        data = {
+            key: view.get(key)
+            for key in ("budgets", "alerts", "spent_today", "spent_month", "reserved")
+        }
+        data["providers"] = {
+            p["name"]: {k: p.get(k) for k in ("spent_today", "spent_month", "reserved")}
+            for p in view["providers"]
+        }
+    else:
+        with state.manager() as manager:
+            data = manager.get_budget_status()
     if as_json:
         _emit_json(data)
         return

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import pykka
 from pydantic import ValidationError
 
+from router.activity import RequestSummary
 from router.actors.budget import BudgetActor
 from router.actors.deferred import DeferredMessages
 from router.actors.messages import Admitted, Attempt, Dispatch, ExpireReservations, Reconfigure
@@ -155,6 +156,7 @@ class AIProviderManager:
         self._contexts: dict[str, AttemptContext] = {}
         self._cache: ResponseCache | None = None
         self._tracer_provider = tracer_provider
+        self._request_listeners: list[Callable[[RequestSummary], Any]] = []
         self._tracing: Any = None  # router.tracing.Tracing when opentelemetry is installed
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -388,6 +390,8 @@ class AIProviderManager:
                 if hit is not None:
                     if trace is not None:
                         trace.cache_hit(hit)
+                    if self._request_listeners:
+                        self._tell_listeners(_cached_summary(hit, stream))
                     return hit
         job = Job(
             request,
@@ -644,6 +648,72 @@ class AIProviderManager:
         self._require_running()
         return self._budget.ask(("records", since, limit), timeout=30)
 
+    def add_request_listener(self, callback: Callable[[RequestSummary], Any]) -> None:
+        """Call ``callback(summary)`` once per finished request (answered, cached or failed).
+
+        A ``router.activity.RequestSummary``: provider, model, tokens, cost, latency, outcome,
+        the candidates that failed; never content. It runs on the thread that finished the
+        request (often the caller's): keep it quick. The status page uses it.
+        """
+        with self._lock:
+            if not self._request_listeners:
+                self._registry.listeners.append(self._summarize)
+            self._request_listeners.append(callback)
+
+    def remove_request_listener(self, callback: Callable[[RequestSummary], Any]) -> None:
+        with self._lock:
+            if callback in self._request_listeners:
+                self._request_listeners.remove(callback)
+            if not self._request_listeners and self._summarize in self._registry.listeners:
+                self._registry.listeners.remove(self._summarize)
+
+    def _summarize(self, job: Job, response: AIResponse | None, error: Any) -> None:
+        failed = tuple(
+            (key.partition("/")[0], type(failure).__name__)
+            for key, failure in job.errors.items()
+            if failure is not error
+        )
+        latency = (time.monotonic() - job.created) * 1000.0
+        if response is not None:
+            usage = response.usage
+            summary = RequestSummary(
+                time.time(),
+                job.id,
+                response.provider_name,
+                response.model,
+                usage.input_tokens,
+                usage.output_tokens,
+                response.cost,
+                latency,
+                "success",
+                stream=job.is_stream,
+                failed=failed,
+            )
+        else:
+            provider = getattr(error, "provider", None)
+            summary = RequestSummary(
+                time.time(),
+                job.id,
+                provider if provider in self._providers else "",
+                job.request.model or "",  # as requested: nothing served it
+                0,
+                0,
+                0.0,
+                latency,
+                "error",
+                error_type=type(error).__name__,
+                stream=job.is_stream,
+                failed=failed,
+            )
+        self._tell_listeners(summary)
+
+    def _tell_listeners(self, summary: RequestSummary) -> None:
+        for callback in list(self._request_listeners):
+            try:
+                callback(summary)
+            except Exception:  # an observer must never break the request it observes
+                logger.exception("request listener %r failed", callback)
+
     def add_alert_callback(self, callback: Callable[[BudgetAlert], Any]) -> None:
         """Call ``callback(alert)`` (on the budget actor's thread; keep it quick) per alert."""
         self._alert_callbacks.append(callback)
@@ -747,6 +817,22 @@ class AIProviderManager:
             if value is not None
         }
         return self._budget.ask(("update_budget", name, changes), timeout=10)
+
+
+def _cached_summary(hit: AIResponse, stream: bool) -> RequestSummary:
+    usage = hit.usage
+    return RequestSummary(
+        time.time(),
+        hit.request_id or "",
+        hit.provider_name,
+        hit.model,
+        usage.input_tokens,
+        usage.output_tokens,
+        0.0,
+        hit.latency_ms,
+        "cached",
+        stream=stream,
+    )
 
 
 def _open_tracing(config: RouterConfig, tracer_provider: Any) -> Any:

@@ -67,6 +67,7 @@ def create_app(
     configure_token: str | None = None,
     max_body_bytes: int = 1_000_000,
     metrics: bool = True,
+    ui: bool = True,
 ) -> BridgeApp:
     """A WSGI application serving ``manager`` (see ``docs/bridge.md``).
 
@@ -76,7 +77,8 @@ def create_app(
     defaults to its environment variable (``ROUTER_AUTH_TOKEN``, ``ROUTER_CONFIGURE_TOKEN``)
     when ``None``; pass ``""`` to switch it off regardless of the environment.
     ``max_body_bytes`` caps request bodies (413 beyond). ``metrics`` serves ``/metrics``
-    from a registry of the app's own.
+    from a registry of the app's own. ``ui`` serves the status page (``/``, ``/ui``; its
+    data at ``/ui/data`` needs the auth token) and records the last requests for it.
     """
     if auth_token is None:
         auth_token = os.environ.get(AUTH_TOKEN_ENV)
@@ -90,6 +92,7 @@ def create_app(
         configure_token=configure_token or None,
         max_body_bytes=max_body_bytes,
         metrics=metrics,
+        ui=ui,
     )
 
 
@@ -104,6 +107,7 @@ class BridgeApp:
         configure_token: str | None,
         max_body_bytes: int,
         metrics: bool,
+        ui: bool = True,
     ) -> None:
         self.manager = manager
         self._auth_token = auth_token
@@ -126,6 +130,10 @@ class BridgeApp:
         ]
         if metrics:
             routes.append(Route("/metrics", {"GET": self._metrics}, "auth", self._router_door))
+        if ui:
+            from router.bridge.ui import UIDoor
+
+            routes.extend(UIDoor(self, self._router_door).routes())
         self._routes = {route.name: route for route in routes}
 
     # --- WSGI --------------------------------------------------------------------------------
