@@ -387,6 +387,8 @@ class AIProviderManager:
             cache_key = cache.key_for(request, selection)
             if cache_key is not None:
                 hit = cache.lookup(cache_key)
+                if hit is not None and request.response_format is not None:
+                    hit = _reparsed(request, hit)
                 if hit is not None:
                     if trace is not None:
                         trace.cache_hit(hit)
@@ -817,6 +819,18 @@ class AIProviderManager:
             if value is not None
         }
         return self._budget.ask(("update_budget", name, changes), timeout=10)
+
+
+def _reparsed(request: AIRequest, hit: AIResponse) -> AIResponse | None:
+    """A structured cached answer with ``parsed`` built again for this request (an instance
+    of its pydantic class, if it gave one); None (a miss) if it no longer parses."""
+    from router.structured import parse_answer
+
+    try:
+        parsed = parse_answer(request, hit.content, finish_reason=hit.finish_reason)
+    except RouterError:
+        return None
+    return hit.model_copy(update={"parsed": parsed})
 
 
 def _cached_summary(hit: AIResponse, stream: bool) -> RequestSummary:

@@ -380,3 +380,25 @@ def test_the_bridge_flags_hits_in_a_header_and_in_metrics(make_manager, emulator
         if sample.name == "router_requests_total" and sample.labels["outcome"] == "cached"
     ]
     assert sum(cached) == 3
+
+
+def test_a_structured_answer_is_parsed_again_into_the_requests_class(make_manager, emulator):
+    from pydantic import BaseModel
+
+    class Event(BaseModel):
+        name: str
+        day: int
+
+    manager = make_manager(cached_config(emulator))
+    request = AIRequest.model_validate({**ask("Plan the launch"), "model": "gpt-4o"}).model_copy(
+        update={"response_format": None}
+    )
+    structured = AIRequest(
+        model="gpt-4o", messages=request.messages, response_format=Event, prompt_cache_key="a"
+    )
+    first = manager.process_request(structured)
+    assert isinstance(first.parsed, Event) and not first.cached
+    again = manager.process_request(structured.model_copy(update={"prompt_cache_key": "b"}))
+    assert again.cached and isinstance(again.parsed, Event) and again.parsed == first.parsed
+    # A plain request with the same messages is another entry.
+    assert not manager.process_request(request).cached
