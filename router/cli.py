@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -175,9 +177,14 @@ def _load_tools(path: str | None) -> list[Any]:
 
 def _summary(response: Any) -> str:
     usage = response.usage
+    extra = ""
+    if usage.reasoning_tokens:
+        extra += f" reasoning={usage.reasoning_tokens}"
+    if usage.cached_input_tokens or usage.cache_write_tokens:
+        extra += f" cache_read={usage.cached_input_tokens} cache_write={usage.cache_write_tokens}"
     return (
         f"provider={response.provider_name} model={response.model} "
-        f"tokens={usage.input_tokens}+{usage.output_tokens} cost={_money(response.cost)} "
+        f"tokens={usage.input_tokens}+{usage.output_tokens}{extra} cost={_money(response.cost)} "
         f"latency={response.latency_ms:.0f}ms"
     )
 
@@ -207,6 +214,25 @@ def _response_json(response: Any) -> dict[str, Any]:
     default=None,
     help="JSON file with MCP tool definitions (a list, or a tools/list result).",
 )
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON file with a JSON Schema (or an OpenAI response_format) the answer must follow.",
+)
+@click.option(
+    "--reasoning",
+    type=click.Choice(["none", "minimal", "low", "medium", "high", "xhigh", "max"]),
+    default=None,
+    help="How hard the model should think first (printed on stderr when returned).",
+)
+@click.option("--cache-prompt", is_flag=True, help="Cache the prompt (Anthropic breakpoints).")
+@click.option(
+    "--best-effort",
+    is_flag=True,
+    help="Drop parameters a provider cannot honour instead of refusing it (strict_params off).",
+)
 @click.option("--stream/--no-stream", default=False, help="Print tokens as they arrive.")
 @click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
 @click.pass_obj
@@ -219,6 +245,10 @@ def generate(
     max_tokens: int | None,
     temperature: float | None,
     tools_file: str | None,
+    schema_file: str | None,
+    reasoning: str | None,
+    cache_prompt: bool,
+    best_effort: bool,
     stream: bool,
     as_json: bool,
 ) -> None:
@@ -235,6 +265,14 @@ def generate(
         body["max_tokens"] = max_tokens
     if temperature is not None:
         body["temperature"] = temperature
+    if schema_file is not None:
+        body["response_format"] = _load_schema(schema_file)
+    if reasoning is not None:
+        body["reasoning"] = {"effort": reasoning}
+    if cache_prompt:
+        body["cache_prompt"] = True
+    if best_effort:
+        body["strict_params"] = False
     try:
         request = coerce_request(body)
     except RouterError as error:
@@ -250,12 +288,33 @@ def generate(
     if as_json:
         _emit_json(_response_json(response))
     else:
+        if response.reasoning and not stream:
+            click.echo(f"[reasoning] {response.reasoning}", err=True)
         if not stream:
             if response.content:
                 click.echo(response.content)
             for call in response.tool_calls:
                 click.echo(f"[tool call] {call.name}({json.dumps(call.arguments)})")
+    for dropped in response.dropped_params:
+        click.echo(f"[dropped] {dropped}", err=True)
     click.echo(_summary(response), err=True)
+
+
+def _load_schema(path: str) -> dict[str, Any]:
+    """``--schema FILE``: a JSON Schema, or a whole OpenAI ``response_format`` object."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as error:
+        raise RouterCommandError(f"--schema: cannot read {path}: {error.strerror}", 2) from None
+    except ValueError as error:
+        raise RouterCommandError(f"--schema: {path} is not valid JSON: {error}", 2) from None
+    if not isinstance(data, dict):
+        raise RouterCommandError(f"--schema: {path} must hold a JSON Schema object", 2)
+    if data.get("type") in ("json_schema", "json_object", "text"):
+        return data
+    name = re.sub(r"[^\w-]", "_", Path(path).stem)[:64] or "response"
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": data}}
 
 
 def _stream_to_terminal(manager: Any, request: Any, strategy: str | None, as_json: bool) -> Any:
@@ -268,6 +327,8 @@ def _stream_to_terminal(manager: Any, request: Any, strategy: str | None, as_jso
                 if not as_json:
                     click.echo("")
                 raise RouterError(f"stream failed: {chunk.error}")
+            if chunk.reasoning and not as_json:
+                click.echo(chunk.reasoning, nl=False, err=True)
             if chunk.content and not as_json:
                 click.echo(chunk.content, nl=False)
                 sys.stdout.flush()

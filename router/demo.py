@@ -2,7 +2,8 @@
 
 No keys and no network: an emulator on a free loopback port plays OpenAI, Anthropic and
 Gemini. The demo runs a request under each strategy, a streamed answer, a tool-call round trip,
-a failover, a circuit opening and recovering, and a budget alert, then prints spend and health.
+a structured (JSON Schema) answer and a reasoning answer from each provider, a failover, a
+circuit opening and recovering, and a budget alert, then prints spend and health.
 """
 
 from __future__ import annotations
@@ -78,6 +79,62 @@ def _ask(text: str, **extra: Any) -> AIRequest:
         max_tokens=extra.pop("max_tokens", 60),
         **extra,
     )
+
+
+#: The answer's shape in the structured-output step.
+EVENT_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "event",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "title": {"type": "string"},
+                "day": {"type": "string", "format": "date"},
+                "guests": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["title", "day", "guests"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+STRUCTURED_MODELS = ("gpt-5-mini", "claude-sonnet-4-6", "gemini-2.5-flash")
+REASONING_MODELS = ("gpt-5-mini", "claude-sonnet-4-6", "gemini-2.5-flash")
+
+
+def _structured_step(manager: AIProviderManager, say: Any) -> list[dict[str, Any]]:
+    rows = []
+    for model in STRUCTURED_MODELS:
+        response = manager.process_request(
+            _ask("Plan the launch party", model=model, response_format=EVENT_SCHEMA)
+        )
+        rows.append({"model": model, "provider": response.provider_name, "parsed": response.parsed})
+        say(f"   {response.provider_name:<9} {model:<18} parsed: {json.dumps(response.parsed)}")
+    return rows
+
+
+def _reasoning_step(manager: AIProviderManager, say: Any) -> list[dict[str, Any]]:
+    rows = []
+    for model in REASONING_MODELS:
+        response = manager.process_request(
+            _ask("Why is the sky blue?", model=model, reasoning={"effort": "low"})
+        )
+        usage = response.usage
+        rows.append(
+            {
+                "model": model,
+                "reasoning": response.reasoning,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "cost": response.cost,
+            }
+        )
+        thought = f"thought: {response.reasoning!r}" if response.reasoning else "(no text)"
+        say(
+            f"   {response.provider_name:<9} {model:<18} {usage.reasoning_tokens} reasoning "
+            f"tokens, {thought}"
+        )
+    return rows
 
 
 def run_demo(out: TextIO | None = None) -> dict[str, Any]:
@@ -190,13 +247,23 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
                 "answer": final_answer.content,
             }
 
-            say("\n4. OpenAI fails (HTTP 500): the router fails over")
+            # Structured outputs and reasoning use current models, whose worst case (a thinking
+            # budget on top) is beyond the demo's tiny daily budget: a manager without one.
+            unbudgeted = {**config, "budgets": []}
+            with AIProviderManager(unbudgeted) as plain:
+                say("\n4. A structured answer (a JSON Schema) from each provider")
+                results["structured"] = _structured_step(plain, say)
+
+                say("\n5. Reasoning: the model thinks first (effort 'low')")
+                results["reasoning"] = _reasoning_step(plain, say)
+
+            say("\n6. OpenAI fails (HTTP 500): the router fails over")
             emulator.add_fault(provider="openai", kind="server_error", count=2)
             response = manager.process_request(_ask("Are you there?"), strategy="priority")
             say(f"   priority prefers openai; answered by {response.provider_name}")
             results["failover"] = {"answered_by": response.provider_name}
 
-            say("\n5. A circuit opens after 3 failures and recovers")
+            say("\n7. A circuit opens after 3 failures and recovers")
             emulator.add_fault(provider="openai", kind="unavailable")
             for _ in range(3):
                 manager.process_request(_ask("ping"), strategy="priority")
@@ -216,7 +283,7 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
                 "after": closed,
             }
 
-            say("\n6. Spending against the $0.0003 daily budget: alerts, then a refusal")
+            say("\n8. Spending against the $0.0003 daily budget: alerts, then a refusal")
             spent_requests, refusal = 0, None
             for _ in range(60):
                 try:
@@ -233,7 +300,7 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
             say(f"   {spent_requests} requests fitted; then refused before spending: {refusal}")
             results["budget"] = {"requests": spent_requests, "alerts": alerts, "refusal": refusal}
 
-            say("\n7. Spend and health")
+            say("\n9. Spend and health")
             stats = manager.get_manager_stats()
             status = manager.get_budget_status()
             for name, snap in stats["providers"].items():

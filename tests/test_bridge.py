@@ -723,7 +723,8 @@ def test_chat_request_translates_every_openai_message_shape():
     [
         ({"functions": []}, "functions"),
         ({"frobnicate": 1}, "frobnicate"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"store": True}, "store"),
         ({"tools": [{"type": "retrieval"}]}, "tools[0]"),
         ({"tool_choice": "sometimes"}, "tool_choice"),
         ({"stop": [1]}, "stop"),

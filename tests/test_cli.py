@@ -294,6 +294,8 @@ def test_demo_json_shows_every_scenario():
     assert data["tools"]["tool_call"]["name"] == "get_weather"
     assert data["budget"]["alerts"] and data["budget"]["refusal"]
     assert data["stream"]["first_chunk_s"] < data["stream"]["last_chunk_s"]
+    assert [row["parsed"]["guests"] for row in data["structured"]] == [["guests"]] * 3
+    assert all(row["reasoning_tokens"] > 0 for row in data["reasoning"])
     assert data["elapsed_s"] < 30
 
 
@@ -338,3 +340,63 @@ def test_serve_runs_the_bridge_until_terminated(config_file):
             process.kill()
             process.wait(timeout=10)
         process.stderr.close()
+
+
+@pytest.mark.parametrize("model", ["gpt-5-mini", "claude-3-5-haiku-20241022", "gemini-2.5-flash"])
+def test_generate_with_a_schema_prints_json_that_follows_it(config_file, tmp_path, model):
+    schema = tmp_path / "invite.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "properties": {"guest": {"type": "string"}, "seats": {"type": "integer"}},
+                "required": ["guest", "seats"],
+            }
+        )
+    )
+    args = ("--config", str(config_file), "generate", "Invite Ada", "--model", model)
+    result = run(*args, "--schema", str(schema), "--json")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["parsed"] == json.loads(answer["content"])
+    assert set(answer["parsed"]) == {"guest", "seats"}
+    schema.write_text("{not json")
+    broken = run(*args, "--schema", str(schema))
+    assert (
+        broken.exit_code == 2 and "--schema" in broken.stderr and "not valid JSON" in broken.stderr
+    )
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gemini-2.5-flash", "gpt-5-mini"])
+def test_generate_with_reasoning_shows_the_thought_and_its_tokens(config_file, model):
+    args = ("--config", str(config_file), "generate", "Why?", "--model", model)
+    result = run(*args, "--reasoning", "high")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Echo: Why?"
+    assert "reasoning=" in result.stderr
+    if not model.startswith("gpt"):
+        assert "[reasoning] Thinking about: Why?" in result.stderr
+    refused = run(
+        "--config",
+        str(config_file),
+        "generate",
+        "Why?",
+        "--model",
+        "gpt-4o-mini",
+        "--reasoning",
+        "high",
+    )
+    assert refused.exit_code == 1 and "reasoning: the model does not reason" in refused.stderr
+    dropped = run(
+        "--config",
+        str(config_file),
+        "generate",
+        "Why?",
+        "--model",
+        "gpt-4o-mini",
+        "--reasoning",
+        "high",
+        "--best-effort",
+    )
+    assert dropped.exit_code == 0
+    assert "[dropped] reasoning: the model does not reason" in dropped.stderr

@@ -55,24 +55,9 @@ class ChatOptions:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-# Parameters OpenAI defines that change nothing the router can honour differently; accepted
-# and dropped so clients that always send them keep working.
-_IGNORED = frozenset(
-    {
-        "user",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "parallel_tool_calls",
-        "store",
-        "service_tier",
-        "reasoning_effort",
-        "prompt_cache_key",
-        "safety_identifier",
-        "verbosity",
-    }
-)
+# Parameters OpenAI defines that carry nothing for the router (``store``: OpenAI keeps the
+# completion for its dashboard; the router keeps its own usage ledger). Accepted only off.
+_OFF_ONLY = {"store": "the router does not store completions; send 'store': false or leave it out"}
 # Parameters OpenAI defines that would change the answer in a way the router cannot provide.
 _UNSUPPORTED = {
     "functions": "legacy 'functions' are not supported; send 'tools' instead",
@@ -81,8 +66,34 @@ _UNSUPPORTED = {
     "prediction": "predicted outputs are not supported by the router",
     "web_search_options": "web search is not supported by the router",
 }
+# OpenAI's parameters that map one to one onto AIRequest fields (each provider then carries
+# them natively or the planner refuses it; see router.params).
+_MAPPED = (
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "parallel_tool_calls",
+    "service_tier",
+    "verbosity",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "response_format",
+)
 # The router's own options, sent by OpenAI clients as extra body fields.
-_ROUTER_FIELDS = frozenset({"strategy", "selection", "timeout", "budget_limit", "cache"})
+_ROUTER_FIELDS = frozenset(
+    {
+        "strategy",
+        "selection",
+        "timeout",
+        "budget_limit",
+        "cache",
+        "reasoning",
+        "cache_prompt",
+        "strict_params",
+        "top_k",
+    }
+)
 _KNOWN = frozenset(
     {
         "model",
@@ -101,7 +112,10 @@ _KNOWN = frozenset(
         "logprobs",
         "top_logprobs",
         "modalities",
-        "response_format",
+        "user",
+        "safety_identifier",
+        "reasoning_effort",
+        *_MAPPED,
     }
 )
 
@@ -111,7 +125,11 @@ def chat_request(body: Mapping[str, Any]) -> tuple[AIRequest, ChatOptions]:
     for key in body:
         if key in _UNSUPPORTED:
             raise BodyError(_UNSUPPORTED[key], key)
-        if key not in _KNOWN and key not in _IGNORED and key not in _ROUTER_FIELDS:
+        if key in _OFF_ONLY:
+            if body[key] not in (None, False):
+                raise BodyError(_OFF_ONLY[key], key)
+            continue
+        if key not in _KNOWN and key not in _ROUTER_FIELDS:
             raise BodyError(f"unrecognized request argument supplied: {key}", key)
     _check_single_choice(body)
     request: dict[str, Any] = {"messages": _messages(body.get("messages"))}
@@ -150,6 +168,13 @@ def chat_request(body: Mapping[str, Any]) -> tuple[AIRequest, ChatOptions]:
         if not isinstance(body["cache"], bool):
             raise BodyError("'cache' must be true or false", "cache")
         request["cache"] = body["cache"]
+    for name in (*_MAPPED, "cache_prompt", "strict_params", "top_k"):
+        if body.get(name) is not None:
+            request[name] = body[name]
+    user = body.get("safety_identifier", body.get("user"))
+    if user is not None:
+        request["user"] = user
+    request.update(_reasoning(body))
     try:
         ai_request = AIRequest.model_validate(request)
     except ValidationError as error:
@@ -165,14 +190,22 @@ def _check_single_choice(body: Mapping[str, Any]) -> None:
     modalities = body.get("modalities")
     if modalities is not None and list(modalities) != ["text"]:
         raise BodyError("only the 'text' modality is supported", "modalities")
-    response_format = body.get("response_format")
-    if response_format is not None and (
-        not isinstance(response_format, dict) or response_format.get("type") != "text"
-    ):
-        raise BodyError(
-            "response_format other than {'type': 'text'} is not supported by the router",
-            "response_format",
-        )
+
+
+def _reasoning(body: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``reasoning_effort`` and the router's ``reasoning`` object, merged."""
+    effort = body.get("reasoning_effort")
+    reasoning = body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict | str):
+        raise BodyError("'reasoning' must be an object or an effort level", "reasoning")
+    if effort is None and reasoning is None:
+        return {}
+    if isinstance(reasoning, str):
+        reasoning = {"effort": reasoning}
+    merged = dict(reasoning or {})
+    if effort is not None:
+        merged.setdefault("effort", effort)
+    return {"reasoning": merged}
 
 
 def _options(body: Mapping[str, Any], stream: bool) -> ChatOptions:
@@ -255,6 +288,7 @@ def _message(item: Any, where: str) -> dict[str, Any]:
         raise BodyError(f"{where}: audio messages are not supported", f"{where}.audio")
     for key in _ECHOED_NULLS:
         message.pop(key, None)  # a refusal string carries nothing the next turn needs
+    message.pop("reasoning_content", None)  # our own answer's reasoning, echoed back
     if message.get("name") is None:
         message.pop("name", None)
     if message.get("tool_calls") == []:
@@ -263,7 +297,8 @@ def _message(item: Any, where: str) -> dict[str, Any]:
     if isinstance(content, list):
         parts = [_part(part, f"{where}.content[{j}]") for j, part in enumerate(content)]
         parts = [p for p in parts if p is not None]
-        if role == "tool" or all(p["type"] == "text" for p in parts):
+        cached = any("cache_control" in p for p in parts)
+        if role == "tool" or (all(p["type"] == "text" for p in parts) and not cached):
             # Tool results and text-only lists are plain text to every provider.
             message["content"] = "".join(p["text"] for p in parts)
         else:
@@ -296,6 +331,10 @@ def _part(part: Any, where: str) -> dict[str, Any] | None:
         text = part.get("text")
         if not isinstance(text, str):
             raise BodyError(f"{where}.text must be a string", f"{where}.text")
+        if part.get("cache_control") is not None:
+            # A prompt-cache breakpoint (Anthropic's shape, as OpenAI-compatible gateways
+            # accept it); other providers cache on their own.
+            return {"type": "text", "text": text, "cache_control": part["cache_control"]}
         return {"type": "text", "text": text}
     if kind == "image_url":
         image = part.get("image_url")
@@ -392,7 +431,12 @@ def usage_body(usage: Usage | None) -> dict[str, Any]:
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens or usage.input_tokens + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        # Cache writes are billed apart (Anthropic); the openai SDK knows the field.
+        "prompt_tokens_details": {
+            "cached_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -421,10 +465,13 @@ def completion_body(
                 # Provider-opaque values (Gemini's thoughtSignature) must come back unchanged.
                 entry["provider_data"] = call.provider_data
             message["tool_calls"].append(entry)
+    if response.reasoning:
+        # The name OpenAI-compatible servers (vLLM, DeepSeek) use for reasoning text.
+        message["reasoning_content"] = response.reasoning
     if response.provider_data:
         message["provider_data"] = response.provider_data
     finish = response.finish_reason if response.finish_reason != "error" else "stop"
-    return {
+    body = {
         "id": completion_id or new_completion_id(),
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
@@ -433,6 +480,9 @@ def completion_body(
         "usage": usage_body(response.usage),
         "system_fingerprint": None,
     }
+    if response.dropped_params:
+        body["dropped_params"] = list(response.dropped_params)
+    return body
 
 
 class ChatStreamTranslator:
@@ -481,6 +531,8 @@ class ChatStreamTranslator:
         if not self._started:
             self._started = True
             out.append(self._object({"role": "assistant", "content": ""}))
+        if chunk.reasoning:
+            out.append(self._object({"reasoning_content": chunk.reasoning}))
         if chunk.content:
             out.append(self._object({"content": chunk.content}))
         if chunk.tool_call_deltas:
@@ -489,7 +541,13 @@ class ChatStreamTranslator:
             )
         if chunk.is_complete and chunk.error is None:
             finish = chunk.finish_reason if chunk.finish_reason not in (None, "error") else "stop"
-            out.append(self._object({}, finish))
+            last = self._object({}, finish)
+            if chunk.provider_data:
+                # What the next turn needs (thinking blocks, thought signatures).
+                last["choices"][0]["delta"]["provider_data"] = chunk.provider_data
+            if chunk.dropped_params:
+                last["dropped_params"] = list(chunk.dropped_params)
+            out.append(last)
             if self.include_usage:
                 usage = self._object({})
                 usage["choices"] = []
