@@ -67,6 +67,7 @@ def test_python_examples_run(readme_env, monkeypatch, capsys):
     assert "refused before spending" in out
     assert "Total requests:" in out
     assert "Tool results" in out  # the emulator quotes the tool result in its final answer
+    assert "guest='guest' seats=1" in out and "cannot honour seed" in out
 
 
 def test_console_examples_run(readme_env, tmp_path, monkeypatch):
@@ -85,6 +86,9 @@ def test_console_examples_run(readme_env, tmp_path, monkeypatch):
                 }
             ]
         )
+    )
+    (tmp_path / "invite.json").write_text(
+        json.dumps({"type": "object", "properties": {"guest": {"type": "string"}}})
     )
     monkeypatch.chdir(tmp_path)
     commands = [
