@@ -131,8 +131,9 @@ class AIDoor:
         return failure_body(failure)
 
     def generate(self, request: Request) -> Response:
-        ai_request, options = generate_request(request.json())
         bridge = self.bridge
+        ai_request, options = generate_request(request.json())
+        ai_request, options = bridge.with_router_headers(request, ai_request, options)
         if ai_request.stream:
             return bridge.stream("generate", ai_request, options, GenerateEvents(bridge.secrets))
         response = bridge.answer("generate", ai_request, options)

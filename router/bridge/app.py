@@ -12,6 +12,7 @@ import hmac
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from router.bridge.ai import AIDoor
+from router.bridge.anthropic import AnthropicDoor
 from router.bridge.errors import (
     BodyError,
     Failure,
@@ -29,9 +31,11 @@ from router.bridge.errors import (
     validation_error,
 )
 from router.bridge.openai_chat import ChatDoor
+from router.bridge.options import apply_router_headers
 from router.bridge.streaming import Events, EventStream
 from router.bridge.wire import (
     SSE_HEADERS,
+    ModelEntry,
     Request,
     Response,
     Route,
@@ -115,6 +119,7 @@ class BridgeApp:
         self._max_body = max_body_bytes
         self.secrets = Secrets(manager)
         self.created = int(time.time())
+        self.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created))
         if metrics:
             from router.bridge.metrics import BridgeMetrics  # prometheus_client on demand
 
@@ -123,18 +128,19 @@ class BridgeApp:
             self.metrics = _NoMetrics()
         self._router_door = AIDoor(self)
         self._openai_door = ChatDoor(self)
-        routes = [
-            Route("/healthz", {"GET": self._healthz}, "none", self._router_door),
-            *self._router_door.routes(),
-            *self._openai_door.routes(),
-        ]
+        # On a path two doors share (GET /v1/models), the first door that claims the request
+        # by its headers answers; the OpenAI door, last, takes the rest.
+        doors: list[Any] = [self._router_door, AnthropicDoor(self), self._openai_door]
+        routes = [Route("/healthz", {"GET": self._healthz}, "none", self._router_door)]
+        for door in doors:
+            routes.extend(door.routes())
         if metrics:
             routes.append(Route("/metrics", {"GET": self._metrics}, "auth", self._router_door))
         if ui:
             from router.bridge.ui import UIDoor
 
             routes.extend(UIDoor(self, self._router_door).routes())
-        self._routes = {route.name: route for route in routes}
+        self._routes = _RouteTable(routes)
 
     # --- WSGI --------------------------------------------------------------------------------
 
@@ -149,9 +155,8 @@ class BridgeApp:
         # Errors on unknown paths answer in the envelope their prefix suggests.
         door: Any = self._openai_door if path.startswith("/v1/") else self._router_door
         try:
-            route, params = self._match(path)
+            route = self._match(request)
             route_name, door = route.name, route.door
-            request.params = params
             handler = route.handlers.get("GET" if method == "HEAD" else method)
             if handler is None:
                 allowed = ", ".join(route.handlers)
@@ -176,13 +181,12 @@ class BridgeApp:
         start_response(_status_line(response.status), response.headers)
         return response.body
 
-    def _match(self, path: str) -> tuple[Route, dict[str, str]]:
-        route = self._routes.get(path)
-        if route is not None:
-            return route, {}
-        if path.startswith("/v1/models/"):
-            return self._routes["/v1/models/{model}"], {"model": path[len("/v1/models/") :]}
-        raise Problem(404, "NotFound", f"no such endpoint: {path}", code="not_found")
+    def _match(self, request: Request) -> Route:
+        route, params = self._routes.match(request)
+        if route is None:
+            raise Problem(404, "NotFound", f"no such endpoint: {request.path}", code="not_found")
+        request.params = params
+        return route
 
     def _authorize(self, route: Route, request: Request) -> None:
         if route.auth == "none":
@@ -196,30 +200,12 @@ class BridgeApp:
                     f"(configure_token= or {CONFIGURE_TOKEN_ENV})",
                     code="configure_disabled",
                 )
-            self._check_token(request, self._configure_token)
+            _check_token(bearer_token(request), self._configure_token, MISSING_BEARER)
         elif self._auth_token is not None:
-            self._check_token(request, self._auth_token)
-
-    def _check_token(self, request: Request, token: str) -> None:
-        header = request.header("Authorization") or ""
-        scheme, _, given = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise Problem(
-                401,
-                "AuthenticationRequired",
-                "missing bearer token: send 'Authorization: Bearer <token>'",
-                code="missing_token",
-                headers=[("WWW-Authenticate", "Bearer")],
-            )
-        # Constant-time: the comparison must not reveal how much of a guess was right.
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise Problem(
-                401,
-                "AuthenticationRequired",
-                "invalid bearer token",
-                code="invalid_api_key",
-                headers=[("WWW-Authenticate", 'Bearer error="invalid_token"')],
-            )
+            # Each door reads the credential where its SDK sends it (x-api-key, ?key=, ...).
+            credential = getattr(route.door, "credential", bearer_token)
+            hint = getattr(route.door, "credential_hint", MISSING_BEARER)
+            _check_token(credential(request), self._auth_token, hint)
 
     # --- services for the doors --------------------------------------------------------------
 
@@ -236,6 +222,29 @@ class BridgeApp:
 
     def provider_names(self) -> set[str]:
         return {p.name for p in getattr(self.manager.config, "providers", ())}
+
+    def with_router_headers(
+        self, request: Request, ai_request: AIRequest, options: dict[str, Any]
+    ) -> tuple[AIRequest, dict[str, Any]]:
+        """The ``x-router-*`` headers applied (the same on every door; the body wins)."""
+        return apply_router_headers(request, ai_request, options, self.provider_names())
+
+    def models(self) -> list[ModelEntry]:
+        """Every model the router can reach: each provider's models, then the aliases."""
+        config = self.manager.config
+        catalog = self.manager.catalog
+        entries: dict[str, ModelEntry] = {}
+        for provider in config.providers:
+            ids = provider.models or [info.id for info in catalog.models_for(provider.type)]
+            for model_id in ids:
+                if model_id not in entries:
+                    entries[model_id] = ModelEntry(model_id, provider.name, catalog.get(model_id))
+        for alias in config.model_groups:
+            if alias not in entries:
+                members = config.model_groups[alias]
+                first = catalog.get(members[0].model) if members else None
+                entries[alias] = ModelEntry(alias, "router", first)
+        return list(entries.values())
 
     def answer(self, endpoint: str, ai_request: AIRequest, options: dict[str, Any]) -> AIResponse:
         """One request answered whole, counted in the metrics under ``endpoint``."""
@@ -355,7 +364,9 @@ class BridgeApp:
 
     def _error_response(self, error: BaseException, door: Any, request: Request) -> Response:
         failure = self.failure(error, request)
-        return self.json(failure.status, door.failure_body(failure), failure.headers)
+        # A door may answer a status in its own service's terms (Anthropic: 529 overloaded).
+        status = door.status(failure) if hasattr(door, "status") else failure.status
+        return self.json(status, door.failure_body(failure), failure.headers)
 
     def _record_failure(self, endpoint: str, error: BaseException) -> None:
         provider = getattr(error, "provider", None) or ""
@@ -381,6 +392,75 @@ class BridgeApp:
             ],
             [body],
         )
+
+
+MISSING_BEARER = "missing bearer token: send 'Authorization: Bearer <token>'"
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header."""
+    scheme, _, given = (request.header("Authorization") or "").strip().partition(" ")
+    return given.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _check_token(given: str | None, token: str, missing: str) -> None:
+    if not given:
+        raise Problem(
+            401,
+            "AuthenticationRequired",
+            missing,
+            code="missing_token",
+            headers=[("WWW-Authenticate", "Bearer")],
+        )
+    # Constant-time: the comparison must not reveal how much of a guess was right.
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise Problem(
+            401,
+            "AuthenticationRequired",
+            "invalid bearer token",
+            code="invalid_api_key",
+            headers=[("WWW-Authenticate", 'Bearer error="invalid_token"')],
+        )
+
+
+class _RouteTable:
+    """Exact paths first, then ``{param}`` patterns (most literal text first); a path that
+    several doors serve picks its door by :meth:`claims`.
+    """
+
+    def __init__(self, routes: list[Route]) -> None:
+        by_name: dict[str, list[Route]] = {}
+        for route in routes:
+            by_name.setdefault(route.name, []).append(route)
+        self._exact: dict[str, list[Route]] = {}
+        patterns: list[tuple[int, re.Pattern[str], list[Route]]] = []
+        for name, shared in by_name.items():
+            if "{" not in name:
+                self._exact[name] = shared
+                continue
+            regex = ""
+            for literal, param in re.findall(r"([^{]*)(?:\{(\w+)\})?", name):
+                regex += re.escape(literal) + (f"(?P<{param}>.+?)" if param else "")
+            literal_length = len(re.sub(r"\{\w+\}", "", name))
+            patterns.append((literal_length, re.compile(regex + "$"), shared))
+        patterns.sort(key=lambda item: -item[0])
+        self._patterns = [(regex, shared) for _, regex, shared in patterns]
+
+    def match(self, request: Request) -> tuple[Route | None, dict[str, str]]:
+        shared = self._exact.get(request.path)
+        params: dict[str, str] = {}
+        if shared is None:
+            for regex, candidates in self._patterns:
+                found = regex.match(request.path)
+                if found:
+                    shared, params = candidates, found.groupdict()
+                    break
+            else:
+                return None, {}
+        for route in shared[:-1]:
+            if route.door.claims(request):
+                return route, params
+        return shared[-1], params
 
 
 def _status_line(status: int) -> str:

@@ -649,6 +649,9 @@ class ChatDoor:
             Route("/v1/models/{model}", {"GET": self.model}, "auth", self),
         ]
 
+    def claims(self, request: Request) -> bool:
+        return True  # the default door of shared paths
+
     def failure_body(self, failure: Failure) -> dict[str, Any]:
         return failure_body(failure)
 
@@ -658,6 +661,7 @@ class ChatDoor:
         options = route_options(
             {"strategy": chat.strategy, "selection": chat.selection, "timeout": chat.timeout}
         )
+        ai_request, options = bridge.with_router_headers(request, ai_request, options)
         if ai_request.stream:
             translator = ChatStreamTranslator(
                 include_usage=chat.include_usage, model=ai_request.model
@@ -674,18 +678,8 @@ class ChatDoor:
         )
 
     def _model_entries(self) -> list[dict[str, Any]]:
-        config = self.bridge.manager.config
-        catalog = self.bridge.manager.catalog
         created = self.bridge.created
-        entries: dict[str, dict[str, Any]] = {}
-        for provider in config.providers:
-            ids = provider.models or [info.id for info in catalog.models_for(provider.type)]
-            for model_id in ids:
-                if model_id not in entries:
-                    entries[model_id] = model_entry(model_id, provider.name, created)
-        for alias in config.model_groups:
-            entries.setdefault(alias, model_entry(alias, "router", created))
-        return list(entries.values())
+        return [model_entry(m.id, m.owned_by, created) for m in self.bridge.models()]
 
     def models(self, request: Request) -> Response:
         return self.bridge.json(200, {"object": "list", "data": self._model_entries()})

@@ -16,6 +16,7 @@ from router.bridge.errors import BodyError, Problem
 
 __all__ = [
     "SSE_HEADERS",
+    "ModelEntry",
     "Request",
     "Response",
     "Route",
@@ -146,6 +147,16 @@ def _read_exactly(stream: Any, length: int) -> bytes:
         pieces.append(piece)
         remaining -= len(piece)
     return b"".join(pieces)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model the router can reach: its id, who serves it (a provider instance, or "router"
+    for a model-group alias) and its catalog entry when the catalog knows it."""
+
+    id: str
+    owned_by: str
+    info: Any = None  # router.catalog.ModelInfo | None
 
 
 @dataclass(frozen=True)
