@@ -559,7 +559,7 @@ class AnthropicDoor:
     def failure_body(self, failure: Failure) -> dict[str, Any]:
         return failure_body(failure)
 
-    def status(self, failure: Failure) -> int:
+    def error_status(self, failure: Failure) -> int:
         return _status(failure.status)
 
     def _versioned(self, request: Request) -> None:

@@ -30,6 +30,7 @@ from router.bridge.errors import (
     status_for,
     validation_error,
 )
+from router.bridge.gemini import GeminiDoor
 from router.bridge.openai_chat import ChatDoor
 from router.bridge.options import apply_router_headers
 from router.bridge.streaming import Events, EventStream
@@ -130,7 +131,12 @@ class BridgeApp:
         self._openai_door = ChatDoor(self)
         # On a path two doors share (GET /v1/models), the first door that claims the request
         # by its headers answers; the OpenAI door, last, takes the rest.
-        doors: list[Any] = [self._router_door, AnthropicDoor(self), self._openai_door]
+        doors: list[Any] = [
+            self._router_door,
+            AnthropicDoor(self),
+            GeminiDoor(self),
+            self._openai_door,
+        ]
         routes = [Route("/healthz", {"GET": self._healthz}, "none", self._router_door)]
         for door in doors:
             routes.extend(door.routes())
@@ -272,8 +278,11 @@ class BridgeApp:
         options: dict[str, Any],
         events: Events,
         headers: Iterable[tuple[str, str]] = (),
+        *,
+        media_type: str | None = None,
     ) -> Response:
-        """A streamed answer as SSE in the door's ``events``.
+        """A streamed answer in the door's ``events``: SSE, or ``media_type="json"`` for a
+        streamed JSON document (Gemini without ``alt=sse``).
 
         The first chunk decides the status: a request that fails before anything was produced
         raises (and gets a plain error with its proper status), not a 200 stream.
@@ -314,6 +323,8 @@ class BridgeApp:
                 self.metrics.failure(endpoint, provider, model, error_type or "RouterError")
 
         out = list(SSE_HEADERS)
+        if media_type == "json":
+            out[0] = ("Content-Type", "application/json; charset=UTF-8")
         if provider:
             out.append(("X-Router-Provider", provider))
         if model:
@@ -365,7 +376,7 @@ class BridgeApp:
     def _error_response(self, error: BaseException, door: Any, request: Request) -> Response:
         failure = self.failure(error, request)
         # A door may answer a status in its own service's terms (Anthropic: 529 overloaded).
-        status = door.status(failure) if hasattr(door, "status") else failure.status
+        status = door.error_status(failure) if hasattr(door, "error_status") else failure.status
         return self.json(status, door.failure_body(failure), failure.headers)
 
     def _record_failure(self, endpoint: str, error: BaseException) -> None:
