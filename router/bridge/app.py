@@ -32,6 +32,7 @@ from router.bridge.errors import (
 )
 from router.bridge.gemini import GeminiDoor
 from router.bridge.openai_chat import ChatDoor
+from router.bridge.openai_responses import ResponsesDoor
 from router.bridge.options import apply_router_headers
 from router.bridge.streaming import Events, EventStream
 from router.bridge.wire import (
@@ -135,6 +136,7 @@ class BridgeApp:
             self._router_door,
             AnthropicDoor(self),
             GeminiDoor(self),
+            ResponsesDoor(self),
             self._openai_door,
         ]
         routes = [Route("/healthz", {"GET": self._healthz}, "none", self._router_door)]

@@ -59,7 +59,13 @@ def apply_router_headers(
     options = dict(options)
     strategy = request.header(STRATEGY_HEADER)
     if strategy is not None and options.get("strategy") is None:
-        options["strategy"] = route_options({"strategy": strategy.strip()})["strategy"]
+        from router.strategies import STRATEGIES
+
+        if strategy.strip() not in STRATEGIES:
+            raise BodyError(
+                f"'{STRATEGY_HEADER}' must be one of: {', '.join(STRATEGIES)}", STRATEGY_HEADER
+            )
+        options["strategy"] = strategy.strip()
     timeout = request.header(TIMEOUT_HEADER)
     if timeout is not None and options.get("timeout") is None:
         options["timeout"] = _header_number(TIMEOUT_HEADER, timeout, positive=True)
