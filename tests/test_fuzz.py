@@ -694,7 +694,51 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
         "stream_options": {"include_usage": True},
     },
     "/ai/configure": {"provider": "google", "priority": 3, "enabled": True, "rpm": 0},
+    "/v1/messages": {
+        "model": "fast",
+        "max_tokens": 20,
+        "system": [{"type": "text", "text": "be brief"}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+        ],
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "auto"},
+    },
+    "/v1/responses": {
+        "model": "fast",
+        "instructions": "be brief",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "x"},
+        ],
+        "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+        "max_output_tokens": 20,
+    },
+    "/v1beta/models/fast:generateContent": {
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "hi"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "lookup", "response": {}}}]},
+        ],
+        "tools": [{"functionDeclarations": [{"name": "lookup", "parameters": {"type": "OBJECT"}}]}],
+        "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
+        "generationConfig": {"maxOutputTokens": 20, "stopSequences": ["x"]},
+    },
 }
+VALID_BODIES["/v1/messages/count_tokens"] = {
+    k: v for k, v in VALID_BODIES["/v1/messages"].items() if k != "max_tokens"
+}
+VALID_BODIES["/v1beta/models/fast:streamGenerateContent"] = VALID_BODIES[
+    "/v1beta/models/fast:generateContent"
+]
+VALID_BODIES["/v1/models/fast:countTokens"] = VALID_BODIES["/v1beta/models/fast:generateContent"]
 ROUTES = [
     ("GET", "/healthz"),
     ("GET", "/ai/status"),
@@ -707,6 +751,13 @@ ROUTES = [
     ("GET", "/metrics"),
     ("PUT", "/ai/generate"),
     ("POST", "/nowhere"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/v1/responses"),
+    ("POST", "/v1beta/models/fast:generateContent"),
+    ("POST", "/v1beta/models/fast:streamGenerateContent"),
+    ("POST", "/v1/models/fast:countTokens"),
+    ("GET", "/v1beta/models/fast"),
 ]
 
 
@@ -767,6 +818,8 @@ def bridge_requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
     headers = {"CONTENT_TYPE": draw(st.sampled_from(["application/json", "text/plain", ""]))}
     if path == "/ai/configure":
         headers["HTTP_AUTHORIZATION"] = "Bearer " + CONFIGURE_TOKEN
+    if path.startswith("/v1/messages"):
+        headers["HTTP_ANTHROPIC_VERSION"] = "2023-06-01"
     return method, path, data, headers
 
 

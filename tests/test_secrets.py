@@ -358,6 +358,7 @@ class socket_nobody_listens:  # noqa: N801 - a context manager used like a funct
 def bridge_calls() -> list[tuple[str, str, Any]]:
     """(method, path, JSON body) for every endpoint, plain and streamed, good and bad."""
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    gemini = {"contents": [{"parts": [{"text": "hi"}]}]}
     return [
         ("GET", "/healthz", None),
         ("GET", "/ai/status", None),
@@ -373,11 +374,23 @@ def bridge_calls() -> list[tuple[str, str, Any]]:
         ("GET", "/v1/models/gpt-4o-mini", None),
         ("GET", "/metrics", None),
         ("GET", "/no/such/endpoint", None),
+        # The SDK doors: answers, streams and errors in each protocol's own shape.
+        ("POST", "/v1/messages", {**chat, "max_tokens": 20}),
+        ("POST", "/v1/messages", {**chat, "max_tokens": 20, "stream": True}),
+        ("POST", "/v1/messages", {**chat, "model": "no-such-model", "max_tokens": 20}),
+        ("POST", "/v1/responses", {"model": "gpt-4o-mini", "input": "hi"}),
+        ("POST", "/v1/responses", {"model": "gpt-4o-mini", "input": "hi", "stream": True}),
+        ("POST", "/v1/responses", {"model": "no-such-model", "input": "hi"}),
+        ("POST", "/v1beta/models/gemini-1.5-flash:generateContent", gemini),
+        ("POST", "/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse", gemini),
+        ("POST", "/v1beta/models/no-such-model:generateContent", gemini),
     ]
 
 
 def http(url: str, method: str, path: str, body: Any, token: str | None) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if path.startswith("/v1/messages"):
+        headers["anthropic-version"] = "2023-06-01"
     return requests.request(method, url + path, json=body, headers=headers, timeout=30)
 
 
