@@ -250,3 +250,10 @@ def test_a_failure_mid_stream_is_response_failed(emu, bridge):
     ) as stream:
         kinds = [event.type for event in stream]
     assert kinds[-2:] == ["error", "response.failed"]
+
+
+def test_the_chat_door_reads_the_same_headers(emu, bridge):
+    raw = client(bridge, **{"x-router-providers": "anthropic"}).chat.completions.with_raw_response
+    reply = raw.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert reply.headers["x-router-provider"] == "anthropic"
+    assert reply.parse().choices[0].message.content == "Echo: hi"
