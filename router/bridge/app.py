@@ -130,12 +130,13 @@ class BridgeApp:
             self.metrics = _NoMetrics()
         self._router_door = AIDoor(self)
         self._openai_door = ChatDoor(self)
+        self._gemini_door = GeminiDoor(self)
         # On a path two doors share (GET /v1/models), the first door that claims the request
         # by its headers answers; the OpenAI door, last, takes the rest.
         doors: list[Any] = [
             self._router_door,
             AnthropicDoor(self),
-            GeminiDoor(self),
+            self._gemini_door,
             ResponsesDoor(self),
             self._openai_door,
         ]
@@ -161,7 +162,11 @@ class BridgeApp:
         request = Request(environ, method, path, self._max_body)
         route_name = "unknown"
         # Errors on unknown paths answer in the envelope their prefix suggests.
-        door: Any = self._openai_door if path.startswith("/v1/") else self._router_door
+        door: Any = self._router_door
+        if path.startswith("/v1/"):
+            door = self._openai_door
+        elif path.startswith("/v1beta/"):
+            door = self._gemini_door
         try:
             route = self._match(request)
             route_name, door = route.name, route.door
