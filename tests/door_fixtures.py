@@ -41,3 +41,15 @@ def bridge(emulator_server: Any) -> Iterator[BridgeServer]:
 def emu(emulator: Any, bridge: BridgeServer) -> Any:
     """The emulator, reset for this test (faults, counters)."""
     return emulator
+
+
+# Models that think, per provider type (the emulator returns "Thinking about: <prompt>").
+THINKERS = {"anthropic": "claude-sonnet-4-5", "google": "gemini-2.5-flash"}
+# A schema the emulator answers with its example value.
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "degrees": {"type": "integer"}},
+    "required": ["city", "degrees"],
+    "additionalProperties": False,
+}
+WEATHER_EXAMPLE = {"city": "city", "degrees": 1}

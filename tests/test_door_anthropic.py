@@ -3,6 +3,7 @@ against a running bridge with every provider type behind it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
@@ -11,7 +12,7 @@ import pydantic
 import pytest
 import requests
 from anthropic.types import Message, RawMessageStreamEvent
-from door_fixtures import PROVIDERS, TOKEN, own_bridge
+from door_fixtures import PROVIDERS, THINKERS, TOKEN, WEATHER_EXAMPLE, WEATHER_SCHEMA, own_bridge
 from support import MODELS
 
 from router.bridge.anthropic import MessageEvents, failure_body, message_body, messages_request
@@ -333,3 +334,37 @@ def test_a_failure_mid_stream_is_an_error_event(emu, bridge):
     ):
         for _ in stream:
             pass
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_structured_output_from_each_provider(emu, bridge, provider):
+    message = client(bridge).messages.create(
+        model=MODELS[provider],
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        output_config={"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}},
+    )
+    assert json.loads(message.content[0].text) == WEATHER_EXAMPLE
+
+
+@pytest.mark.parametrize("provider", sorted(THINKERS))
+def test_thinking_and_a_tool_round_trip_with_each_thinking_provider(emu, bridge, provider):
+    sdk = client(bridge)
+    ask = {
+        "model": THINKERS[provider],
+        "max_tokens": 4000,
+        "tools": [TIME],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    messages: list[Any] = [{"role": "user", "content": "call get_time"}]
+    with sdk.messages.stream(messages=messages, **ask) as stream:
+        first = stream.get_final_message()
+    thinking, call = first.content
+    assert (thinking.type, thinking.thinking) == ("thinking", "Thinking about: call get_time")
+    # Anthropic's own blocks come signed (its emulator checks the signature coming back).
+    assert bool(thinking.signature) is (provider == "anthropic")
+    messages.append({"role": "assistant", "content": first.content})
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "noon"}
+    messages.append({"role": "user", "content": [result]})
+    final = sdk.messages.create(messages=messages, **ask)
+    assert final.content[-1].text == "Tool results: noon"

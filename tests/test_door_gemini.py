@@ -9,7 +9,7 @@ from typing import Any
 import door_fixtures
 import pytest
 import requests
-from door_fixtures import PROVIDERS, TOKEN, own_bridge
+from door_fixtures import PROVIDERS, THINKERS, TOKEN, WEATHER_EXAMPLE, WEATHER_SCHEMA, own_bridge
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gtypes
@@ -296,3 +296,30 @@ def test_all_providers_down_is_a_server_error(emulator):
         with pytest.raises(genai_errors.ServerError) as info:
             sdk.models.generate_content(model="fast", contents="x")
     assert (info.value.code, info.value.status) == (503, "UNAVAILABLE")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_structured_output_from_each_provider(emu, bridge, provider):
+    sdk = client(bridge)
+    config = gtypes.GenerateContentConfig(
+        response_mime_type="application/json", response_json_schema=WEATHER_SCHEMA
+    )
+    reply = sdk.models.generate_content(model=MODELS[provider], contents="Weather?", config=config)
+    assert json.loads(reply.text) == WEATHER_EXAMPLE
+
+
+@pytest.mark.parametrize("provider", sorted(THINKERS))
+def test_thought_summaries_from_each_thinking_provider(emu, bridge, provider):
+    sdk = client(bridge)
+    config = gtypes.GenerateContentConfig(
+        thinking_config=gtypes.ThinkingConfig(include_thoughts=True, thinking_budget=1024)
+    )
+    reply = sdk.models.generate_content(model=THINKERS[provider], contents="Hi", config=config)
+    thought, answer = reply.candidates[0].content.parts
+    assert (thought.thought, thought.text) == (True, "Thinking about: Hi")
+    assert reply.text == "Echo: Hi" and reply.usage_metadata.thoughts_token_count > 0
+    chunks = list(
+        sdk.models.generate_content_stream(model=THINKERS[provider], contents="Hi", config=config)
+    )
+    parts = [part for chunk in chunks for part in chunk.candidates[0].content.parts or []]
+    assert "".join(p.text for p in parts if p.thought) == "Thinking about: Hi"

@@ -10,7 +10,7 @@ import door_fixtures
 import openai
 import pydantic
 import pytest
-from door_fixtures import PROVIDERS, TOKEN, own_bridge
+from door_fixtures import PROVIDERS, THINKERS, TOKEN, WEATHER_EXAMPLE, WEATHER_SCHEMA, own_bridge
 from openai.types.responses import Response, ResponseStreamEvent
 from support import MODELS
 
@@ -83,10 +83,7 @@ def test_a_responses_body_becomes_the_routers_request():
         ({"input": "x"}, "Missing required parameter: 'model'"),
         ({"model": "m", "input": "x", "previous_response_id": "resp_1"}, "keeps no responses"),
         ({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}, "only function tools"),
-        (
-            {"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}},
-            "text.format",
-        ),
+        ({"model": "m", "input": "x", "text": {"format": {"type": "xml"}}}, "text.format"),
     ],
 )
 def test_bodies_openai_refuses_are_refused(body, message):
@@ -257,3 +254,33 @@ def test_the_chat_door_reads_the_same_headers(emu, bridge):
     reply = raw.create(model="fast", messages=[{"role": "user", "content": "hi"}])
     assert reply.headers["x-router-provider"] == "anthropic"
     assert reply.parse().choices[0].message.content == "Echo: hi"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_structured_output_from_each_provider(emu, bridge, provider):
+    text = {"format": {"type": "json_schema", "name": "weather", "schema": WEATHER_SCHEMA}}
+    response = client(bridge).responses.create(
+        model=MODELS[provider], input="Weather in Paris?", text=text
+    )
+    assert json.loads(response.output_text) == WEATHER_EXAMPLE
+    assert response.text.format.type == "json_schema"
+
+
+@pytest.mark.parametrize("provider", sorted(THINKERS))
+def test_reasoning_summaries_and_a_tool_round_trip(emu, bridge, provider):
+    sdk = client(bridge)
+    ask = {
+        "model": THINKERS[provider],
+        "tools": TOOLS[1:],
+        "reasoning": {"effort": "low", "summary": "auto"},
+    }
+    conversation: list[Any] = [{"role": "user", "content": "call get_time"}]
+    with sdk.responses.stream(input=conversation, **ask) as stream:
+        summaries = [e.delta for e in stream if e.type == "response.reasoning_summary_text.delta"]
+        first = stream.get_final_response()
+    assert "".join(summaries) == "Thinking about: call get_time"
+    reasoning, call = first.output
+    assert reasoning.type == "reasoning" and first.usage.output_tokens_details.reasoning_tokens
+    conversation += first.output  # Anthropic's signed thinking rides on the reasoning item
+    conversation.append({"type": "function_call_output", "call_id": call.call_id, "output": "noon"})
+    assert sdk.responses.create(input=conversation, **ask).output_text == "Tool results: noon"

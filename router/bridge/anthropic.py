@@ -84,11 +84,13 @@ def messages_request(body: Mapping[str, Any], *, count_only: bool = False) -> AI
         request["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
         request["tool_choice"] = _tool_choice(body["tool_choice"])
+        if body["tool_choice"].get("disable_parallel_tool_use") is True:
+            request["parallel_tool_calls"] = False
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             request[name] = _number(body[name], name)
     if body.get("top_k") is not None:
-        _integer(body["top_k"], "top_k", minimum=0)
+        request["top_k"] = _integer(body["top_k"], "top_k", minimum=1)
     if body.get("stop_sequences") is not None:
         stops = body["stop_sequences"]
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
@@ -99,12 +101,21 @@ def messages_request(body: Mapping[str, Any], *, count_only: bool = False) -> AI
         if not isinstance(body["metadata"], dict):
             raise BodyError("metadata: Input should be a valid dictionary", "metadata")
         request["metadata"] = dict(body["metadata"])
+        if isinstance(body["metadata"].get("user_id"), str):
+            request["user"] = body["metadata"]["user_id"]
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BodyError("stream: Input should be a valid boolean", "stream")
     request["stream"] = stream
-    _check_thinking(body.get("thinking"))
-    _check_output_config(body.get("output_config"))
+    config = _output_config(body.get("output_config"))
+    reasoning = _reasoning(body.get("thinking"), config.get("effort"))
+    if reasoning is not None:
+        request["reasoning"] = reasoning
+    if config.get("format") is not None:
+        request["response_format"] = _response_format(config["format"])
+    ttl = _cache_ttl(body)
+    if ttl is not None:
+        request["cache_prompt"] = ttl
     try:
         return AIRequest.model_validate(request)
     except ValidationError as error:
@@ -125,29 +136,64 @@ def _number(value: Any, name: str) -> float:
     return float(value)
 
 
-def _check_thinking(value: Any) -> None:
-    # Accepted so that clients which always send it keep working; the request model has no
-    # reasoning settings yet, so the provider's default applies.
-    if value is None:
-        return
+def _reasoning(thinking: Any, effort: Any) -> dict[str, Any] | None:
+    """``thinking`` (and ``output_config.effort``) as the router's ``reasoning``."""
+    if thinking is None:
+        return {"effort": effort} if effort is not None else None
     kinds = ("enabled", "disabled", "adaptive", "between_tools")
-    if not isinstance(value, dict) or value.get("type") not in kinds:
+    if not isinstance(thinking, dict) or thinking.get("type") not in kinds:
         raise BodyError(
             "thinking: Input tag does not match any of the expected tags: " + ", ".join(kinds),
             "thinking",
         )
+    if thinking["type"] == "disabled":
+        return {"effort": "none"}
+    out: dict[str, Any] = {"include_thoughts": thinking.get("display") != "omitted"}
+    if thinking["type"] == "enabled":
+        out["budget_tokens"] = _integer(
+            thinking.get("budget_tokens"), "thinking.enabled.budget_tokens", minimum=1024
+        )
+    if effort is not None:
+        out["effort"] = effort
+    return out
 
 
-def _check_output_config(value: Any) -> None:
+def _output_config(value: Any) -> dict[str, Any]:
     if value is None:
-        return
+        return {}
     if not isinstance(value, dict):
         raise BodyError("output_config: Input should be a valid dictionary", "output_config")
-    if value.get("format") is not None:
+    return value
+
+
+def _response_format(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or value.get("type") != "json_schema":
         raise BodyError(
-            "output_config.format: structured outputs are not supported by the router yet",
-            "output_config.format",
+            "output_config.format.type: Input should be 'json_schema'", "output_config.format"
         )
+    if not isinstance(value.get("schema"), dict):
+        raise BodyError("output_config.format.schema: Field required", "output_config.format")
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": value["schema"]}}
+
+
+def _cache_ttl(body: Mapping[str, Any]) -> str | None:
+    """Prompt caching asked for by a top-level or a block's ``cache_control``: its TTL.
+
+    The router places the breakpoints itself (tools, system, the conversation so far).
+    """
+    marks = [body.get("cache_control")]
+    for block in body.get("system") if isinstance(body.get("system"), list) else ():
+        marks.append(block.get("cache_control") if isinstance(block, dict) else None)
+    for message in body.get("messages") if isinstance(body.get("messages"), list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else ():
+            marks.append(block.get("cache_control") if isinstance(block, dict) else None)
+    for tool in body.get("tools") if isinstance(body.get("tools"), list) else ():
+        marks.append(tool.get("cache_control") if isinstance(tool, dict) else None)
+    found = [mark for mark in marks if isinstance(mark, dict)]
+    if not found:
+        return None
+    return "1h" if any(mark.get("ttl") == "1h" for mark in found) else "5m"
 
 
 def _system(value: Any) -> str:
@@ -255,6 +301,7 @@ def _image(block: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _assistant(blocks: list[Any], where: str) -> list[dict[str, Any]]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     provider_data: dict[str, Any] | None = None
     for j, block in enumerate(blocks):
         at = f"{where}.content.{j}"
@@ -278,13 +325,17 @@ def _assistant(blocks: list[Any], where: str) -> list[dict[str, Any]]:
                 call["provider_data"] = block["provider_data"]
             calls.append(call)
         elif kind in ("thinking", "redacted_thinking"):
-            continue  # the router's request model has no reasoning turns yet
+            # Anthropic needs its own signed blocks back; they mean nothing to other providers.
+            if block.get("signature") or block.get("data"):
+                thinking.append(dict(block))
         else:
             raise BodyError(f"{at}.type: '{kind}' blocks are not supported in assistant turns", at)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if calls:
         message["tool_calls"] = calls
         message["content"] = message["content"] or None
+    if thinking:
+        provider_data = {**(provider_data or {}), "thinking_blocks": thinking}
     if provider_data:
         message["provider_data"] = provider_data
     return [message]
@@ -345,12 +396,27 @@ def usage_body(usage: Usage | None) -> dict[str, Any]:
     """Anthropic's usage: ``input_tokens`` leaves out the tokens read from cache."""
     usage = usage or Usage()
     cached = min(usage.cached_input_tokens, usage.input_tokens)
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
     return {
-        "input_tokens": usage.input_tokens - cached,
-        "cache_creation_input_tokens": 0,
+        "input_tokens": usage.input_tokens - cached - written,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
         "output_tokens": usage.output_tokens,
     }
+
+
+def _thinking_blocks(reasoning: str | None, provider_data: Any) -> list[dict[str, Any]]:
+    """The answer's thinking: Anthropic's own signed blocks when it served, else the serving
+    provider's reasoning text as one unsigned block (dropped when sent back)."""
+    blocks = (provider_data or {}).get("thinking_blocks")
+    if blocks:
+        return [dict(block) for block in blocks]
+    return [{"type": "thinking", "thinking": reasoning, "signature": ""}] if reasoning else []
+
+
+def _opaque(provider_data: Any) -> dict[str, Any] | None:
+    rest = {k: v for k, v in (provider_data or {}).items() if k != "thinking_blocks"}
+    return rest or None
 
 
 def message_body(response: AIResponse, *, message_id: str | None = None) -> dict[str, Any]:
@@ -359,7 +425,8 @@ def message_body(response: AIResponse, *, message_id: str | None = None) -> dict
     Provider-opaque data the next turn needs (Gemini's thought signatures) rides on the block
     it belongs to as ``provider_data``; send the blocks back as received.
     """
-    content: list[dict[str, Any]] = []
+    content = _thinking_blocks(response.reasoning, response.provider_data)
+    first = len(content)
     if response.content or not response.tool_calls:
         content.append({"type": "text", "text": response.content})
     for call in response.tool_calls:
@@ -372,8 +439,9 @@ def message_body(response: AIResponse, *, message_id: str | None = None) -> dict
         if call.provider_data:
             block["provider_data"] = call.provider_data
         content.append(block)
-    if response.provider_data:
-        content[0]["provider_data"] = response.provider_data
+    opaque = _opaque(response.provider_data)
+    if opaque:
+        content[first]["provider_data"] = opaque
     return {
         "id": message_id or new_message_id(),
         "type": "message",
@@ -401,6 +469,7 @@ class MessageEvents(Events):
         self._index = -1  # of the open block
         self._open: str | None = None  # "text", or "tool:<router index>"
         self._tools: dict[int, int] = {}  # router tool index -> block index
+        self._thinking_index: int | None = None
 
     def _event(self, obj: dict[str, Any]) -> str:
         return f"event: {obj['type']}\ndata: {self.dumps(obj)}\n\n"
@@ -444,6 +513,13 @@ class MessageEvents(Events):
                 "usage": usage_body(None),
             }
             out.append(self._event({"type": "message_start", "message": message}))
+        if chunk.reasoning:
+            if self._open != "thinking":
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                out += self._start_block(block, "thinking")
+                self._thinking_index = self._index
+            delta = {"type": "thinking_delta", "thinking": chunk.reasoning}
+            out.append(self._delta(self._index, delta))
         if chunk.content:
             if self._open != "text":
                 out += self._start_block({"type": "text", "text": ""}, "text")
@@ -466,6 +542,13 @@ class MessageEvents(Events):
         if chunk.is_complete:
             if self._index < 0:  # an empty answer is still one (empty) text block
                 out += self._start_block({"type": "text", "text": ""}, "text")
+            signed = (chunk.provider_data or {}).get("thinking_blocks") or []
+            signature = next((b.get("signature") for b in signed if b.get("signature")), None)
+            if signature and self._thinking_index is not None:
+                # The signature comes with the final chunk: it closes the thinking block (late
+                # when text followed; the SDK files it by index).
+                delta = {"type": "signature_delta", "signature": signature}
+                out.append(self._delta(self._thinking_index, delta))
             out += self._stop_block()
             finish = chunk.finish_reason or "stop"
             delta = {"stop_reason": _STOP_REASONS[finish], "stop_sequence": None}

@@ -337,14 +337,61 @@ def _generation_config(config: Any, request: dict[str, Any]) -> None:
         request["stop"] = tuple(stops)
     if _get(config, "candidateCount") not in (None, 1):
         raise BodyError("only candidateCount 1 is supported", "generationConfig.candidateCount")
+    for name, key in (
+        ("topK", "top_k"),
+        ("seed", "seed"),
+        ("presencePenalty", "presence_penalty"),
+        ("frequencyPenalty", "frequency_penalty"),
+    ):
+        value = _get(config, name)
+        if value is not None:
+            request[key] = value
+    response_format = _response_format(config)
+    if response_format is not None:
+        request["response_format"] = response_format
+    thinking = _get(config, "thinkingConfig")
+    if thinking is not None:
+        request["reasoning"] = _reasoning(thinking)
+
+
+def _response_format(config: Mapping[str, Any]) -> dict[str, Any] | None:
     mime = _get(config, "responseMimeType")
-    schema = _get(config, "responseSchema") or _get(config, "responseJsonSchema")
-    if schema is not None or mime not in (None, "text/plain"):
+    schema = _get(config, "responseJsonSchema")
+    if schema is None and _get(config, "responseSchema") is not None:
+        schema = _json_schema(_get(config, "responseSchema"))
+    if mime in (None, "text/plain") and schema is None:
+        return None
+    if mime not in (None, "application/json"):
         raise BodyError(
-            "structured output (responseMimeType / responseSchema) is not supported by the "
-            "router yet",
+            f"generationConfig.responseMimeType: '{mime}' is not supported "
+            "(text/plain, application/json)",
             "generationConfig.responseMimeType",
         )
+    if schema is None:
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+
+
+_LEVELS = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH": "high"}
+
+
+def _reasoning(thinking: Any) -> dict[str, Any]:
+    """``thinkingConfig`` as the router's ``reasoning`` (a budget of -1: the model decides)."""
+    if not isinstance(thinking, dict):
+        raise BodyError("generationConfig.thinkingConfig must be an object", "thinkingConfig")
+    out: dict[str, Any] = {"include_thoughts": bool(_get(thinking, "includeThoughts"))}
+    budget = _get(thinking, "thinkingBudget")
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget >= 0:
+        out["budget_tokens"] = budget
+    level = _get(thinking, "thinkingLevel")
+    if level is not None:
+        if str(level).upper() not in _LEVELS:
+            raise BodyError(
+                f"generationConfig.thinkingConfig.thinkingLevel: invalid value '{level}'",
+                "generationConfig.thinkingConfig.thinkingLevel",
+            )
+        out["effort"] = _LEVELS[str(level).upper()]
+    return out
 
 
 # --- answer --------------------------------------------------------------------------------
@@ -352,11 +399,14 @@ def _generation_config(config: Any, request: dict[str, Any]) -> None:
 
 def usage_metadata(usage: Usage | None) -> dict[str, Any]:
     usage = usage or Usage()
+    thoughts = min(usage.reasoning_tokens, usage.output_tokens)
     out = {
         "promptTokenCount": usage.input_tokens,
-        "candidatesTokenCount": usage.output_tokens,
+        "candidatesTokenCount": usage.output_tokens - thoughts,
         "totalTokenCount": usage.total_tokens or usage.input_tokens + usage.output_tokens,
     }
+    if thoughts:
+        out["thoughtsTokenCount"] = thoughts
     if usage.cached_input_tokens:
         out["cachedContentTokenCount"] = usage.cached_input_tokens
     return out
@@ -380,11 +430,13 @@ def _candidate(parts: list[dict[str, Any]], finish: str | None) -> dict[str, Any
 def response_body(response: AIResponse, *, response_id: str | None = None) -> dict[str, Any]:
     """A ``GenerateContentResponse`` for one answer."""
     parts: list[dict[str, Any]] = []
+    if response.reasoning:
+        parts.append({"text": response.reasoning, "thought": True})
     if response.content or not response.tool_calls:
         parts.append({"text": response.content})
         signature = (response.provider_data or {}).get("thoughtSignature")
         if signature:
-            parts[0]["thoughtSignature"] = signature
+            parts[-1]["thoughtSignature"] = signature
     for call in response.tool_calls:
         parts.append(_call_part(call.id, call.name, call.arguments, call.provider_data))
     return {
@@ -428,6 +480,8 @@ class GeminiEvents(Events):
             call["arguments"] += delta.arguments
             call["data"] = delta.provider_data or call["data"]
         parts: list[dict[str, Any]] = []
+        if chunk.reasoning:
+            parts.append({"text": chunk.reasoning, "thought": True})
         if chunk.content:
             parts.append({"text": chunk.content})
         if chunk.is_complete:

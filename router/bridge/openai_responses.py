@@ -89,31 +89,62 @@ def responses_request(body: Mapping[str, Any]) -> AIRequest:
     if body.get("metadata") is not None:
         request["metadata"] = body["metadata"]
     request["stream"] = body.get("stream") is True
-    _check_text(body.get("text"))
-    _check_reasoning(body.get("reasoning"))
+    response_format = _text_format(body.get("text"))
+    if response_format is not None:
+        request["response_format"] = response_format
+    reasoning = _reasoning(body.get("reasoning"))
+    if reasoning is not None:
+        request["reasoning"] = reasoning
+    for name, key in (
+        ("parallel_tool_calls", "parallel_tool_calls"),
+        ("prompt_cache_key", "prompt_cache_key"),
+        ("prompt_cache_retention", "prompt_cache_retention"),
+        ("service_tier", "service_tier"),
+        ("safety_identifier", "user"),
+        ("user", "user"),
+    ):
+        if body.get(name) is not None:
+            request[key] = body[name]
     try:
         return AIRequest.model_validate(request)
     except ValidationError as error:
         raise validation_error(error) from None
 
 
-def _check_text(text: Any) -> None:
+def _text_format(text: Any) -> dict[str, Any] | None:
+    """``text.format`` as the router's ``response_format`` (None for plain text)."""
     if text is None:
-        return
+        return None
     fmt = text.get("format") if isinstance(text, dict) else None
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise BodyError(
-            "'text.format' other than {'type': 'text'} (structured outputs) is not supported "
-            "by the router yet",
-            "text.format",
-        )
+    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        return None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        if not isinstance(fmt.get("schema"), dict):
+            raise BodyError("Missing required parameter: 'text.format.schema'.", "text.format")
+        schema = {"name": fmt.get("name") or "response", "schema": fmt["schema"]}
+        if fmt.get("strict") is not None:
+            schema["strict"] = fmt["strict"]
+        if fmt.get("description"):
+            schema["description"] = fmt["description"]
+        return {"type": "json_schema", "json_schema": schema}
+    raise BodyError(
+        "Invalid 'text.format': expected type 'text', 'json_object' or 'json_schema'.",
+        "text.format",
+    )
 
 
-def _check_reasoning(reasoning: Any) -> None:
-    # Accepted so that clients which always send it keep working; the request model has no
-    # reasoning settings yet, so the provider's default effort applies.
-    if reasoning is not None and not isinstance(reasoning, dict):
+def _reasoning(reasoning: Any) -> dict[str, Any] | None:
+    """``reasoning.effort`` (and whether a ``summary`` is wanted) as the router's reasoning."""
+    if reasoning is None:
+        return None
+    if not isinstance(reasoning, dict):
         raise BodyError("'reasoning' must be an object", "reasoning")
+    summary = reasoning.get("summary") or reasoning.get("generate_summary")
+    if reasoning.get("effort") is None and summary is None:
+        return None
+    return {"effort": reasoning.get("effort"), "include_thoughts": summary is not None}
 
 
 def _input(value: Any) -> list[dict[str, Any]]:
@@ -128,11 +159,20 @@ def _input(value: Any) -> list[dict[str, Any]]:
             raise BodyError(f"Invalid '{where}': expected an object.", where)
         kind = item.get("type") or "message"
         if kind == "message":
-            messages.append(_message(item, where))
+            message = _message(item, where)
+            last = messages[-1] if messages else None
+            if last is not None and "pending" in last and message["role"] == "assistant":
+                data = last.pop("pending")["provider_data"]
+                message["provider_data"] = {**data, **message.get("provider_data", {})}
+                messages[-1] = message
+                continue
+            messages.append(message)
         elif kind == "function_call":
             call = _function_call(item, where)
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
+                if "pending" in last:
+                    last["provider_data"] = last.pop("pending")["provider_data"]
                 last.setdefault("tool_calls", []).append(call)  # parallel calls: one turn
                 last["content"] = last["content"] or None
             else:
@@ -144,10 +184,14 @@ def _input(value: Any) -> list[dict[str, Any]]:
             output = _text_of(item.get("output"), f"{where}.output")
             messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
         elif kind == "reasoning":
-            continue  # reasoning items sent back carry nothing the router can use yet
+            # Its text is not sent on; what the provider needs back (Anthropic's signed
+            # thinking blocks) rides on the item and belongs to the assistant turn after it.
+            if isinstance(item.get("provider_data"), dict):
+                messages.append({"role": "assistant", "content": None, "pending": item})
         else:
             raise BodyError(f"Invalid '{where}.type': '{kind}' items are not supported.", where)
-    return messages
+    # A reasoning item no assistant turn followed has nothing to attach to.
+    return [message for message in messages if "pending" not in message]
 
 
 def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -268,7 +312,7 @@ def usage_body(usage: Usage | None) -> dict[str, Any]:
             "cache_write_tokens": 0,
         },
         "output_tokens": usage.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.total_tokens or usage.input_tokens + usage.output_tokens,
     }
 
@@ -334,10 +378,13 @@ def response_object(
         "output": output,
         "parallel_tool_calls": True,
         "previous_response_id": None,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {
+            "effort": request.reasoning.effort if request.reasoning else None,
+            "summary": "auto" if request.reasoning and request.reasoning.include_thoughts else None,
+        },
         "store": False,
         "temperature": request.temperature,
-        "text": {"format": {"type": "text"}},
+        "text": {"format": _format_echo(request)},
         "tool_choice": request.tool_choice or "auto",
         "tools": [
             {
@@ -356,11 +403,43 @@ def response_object(
     }
 
 
+def _format_echo(request: AIRequest) -> dict[str, Any]:
+    fmt = request.response_format
+    if fmt is None or fmt.json_schema is None:
+        return {"type": fmt.type if fmt is not None else "text"}
+    schema = fmt.json_schema
+    return {
+        "type": "json_schema",
+        "name": schema.name,
+        "schema": schema.json_schema,
+        "strict": bool(schema.strict),
+        "description": schema.description,
+    }
+
+
+def _reasoning_item(item_id: str, text: str, provider_data: Any = None) -> dict[str, Any]:
+    summary = [{"type": "summary_text", "text": text}] if text else []
+    item = {"type": "reasoning", "id": item_id, "summary": summary, "status": "completed"}
+    if provider_data:
+        item["provider_data"] = provider_data  # Anthropic's signed thinking, for the next turn
+    return item
+
+
+def _split(provider_data: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(what goes on the reasoning item, what goes on the message item)."""
+    data = dict(provider_data or {})
+    blocks = data.pop("thinking_blocks", None)
+    return ({"thinking_blocks": blocks} if blocks else None), (data or None)
+
+
 def answer_output(response: AIResponse) -> list[dict[str, Any]]:
     """The ``output`` items of one answer: a message (when there is text), function calls."""
     output: list[dict[str, Any]] = []
+    thinking, opaque = _split(response.provider_data)
+    if response.reasoning or thinking:
+        output.append(_reasoning_item(_id("rs"), response.reasoning or "", thinking))
     if response.content or not response.tool_calls:
-        item = _text_item(_id("msg"), response.content, "completed", response.provider_data)
+        item = _text_item(_id("msg"), response.content, "completed", opaque)
         output.append(item)
     for call in response.tool_calls:
         arguments = json.dumps(call.arguments, ensure_ascii=False)
@@ -410,7 +489,16 @@ class ResponseEvents(Events):
         if item is None:
             return []
         index = len(self._output)
-        if item["type"] == "message":
+        if item["type"] == "reasoning":
+            text = item["text"]
+            done = _reasoning_item(item["id"], text)
+            at = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+            part = {"type": "summary_text", "text": text}
+            out = [
+                self._event("response.reasoning_summary_text.done", text=text, **at),
+                self._event("response.reasoning_summary_part.done", part=part, **at),
+            ]
+        elif item["type"] == "message":
             text = item.pop("text")
             done = _text_item(item["id"], text, "completed")
             part = done["content"][0]
@@ -473,6 +561,25 @@ class ResponseEvents(Events):
             ),
         ]
 
+    def _open_reasoning(self) -> list[str]:
+        out = self._close()
+        item_id = _id("rs")
+        self._open = {"type": "reasoning", "id": item_id, "text": ""}
+        index = len(self._output)
+        added = {"type": "reasoning", "id": item_id, "summary": [], "status": "in_progress"}
+        part = {"type": "summary_text", "text": ""}
+        return [
+            *out,
+            self._event("response.output_item.added", output_index=index, item=added),
+            self._event(
+                "response.reasoning_summary_part.added",
+                item_id=item_id,
+                output_index=index,
+                summary_index=0,
+                part=part,
+            ),
+        ]
+
     def chunk(self, chunk: StreamChunk) -> bytes:
         out: list[str] = []
         if self._sequence == 0:
@@ -480,6 +587,20 @@ class ResponseEvents(Events):
             created = self._snapshot("in_progress")
             out.append(self._event("response.created", response=created))
             out.append(self._event("response.in_progress", response=created))
+        if chunk.reasoning:
+            if self._open is None or self._open["type"] != "reasoning":
+                out += self._open_reasoning()
+            assert self._open is not None
+            self._open["text"] += chunk.reasoning
+            out.append(
+                self._event(
+                    "response.reasoning_summary_text.delta",
+                    item_id=self._open["id"],
+                    output_index=len(self._output),
+                    summary_index=0,
+                    delta=chunk.reasoning,
+                )
+            )
         if chunk.content:
             if self._open is None or self._open["type"] != "message":
                 out += self._open_text()
@@ -534,6 +655,7 @@ class ResponseEvents(Events):
             if not self._output and self._open is None:
                 out += self._open_text()  # an empty answer is still one (empty) message
             out += self._close()
+            self._attach(chunk.provider_data)
             self._model = chunk.model or self._model
             final = self._snapshot("completed", usage=chunk.usage, finish=chunk.finish_reason)
             kind = (
@@ -541,6 +663,17 @@ class ResponseEvents(Events):
             )
             out.append(self._event(kind, response=final))
         return "".join(out).encode()
+
+    def _attach(self, provider_data: Any) -> None:
+        """The final chunk's opaque data onto the finished items of the final snapshot."""
+        thinking, opaque = _split(provider_data)
+        for item in self._output:
+            if thinking and item["type"] == "reasoning":
+                item["provider_data"], thinking = thinking, None
+            elif opaque and item["type"] == "message":
+                item["provider_data"], opaque = opaque, None
+        if thinking:  # thinking without a summary still goes back with the next turn
+            self._output.insert(0, _reasoning_item(_id("rs"), "", thinking))
 
     def error(self, error: dict[str, Any]) -> bytes:
         code = snake_case(str(error.get("type") or "RouterError"))
