@@ -368,3 +368,17 @@ def test_thinking_and_a_tool_round_trip_with_each_thinking_provider(emu, bridge,
     messages.append({"role": "user", "content": [result]})
     final = sdk.messages.create(messages=messages, **ask)
     assert final.content[-1].text == "Tool results: noon"
+
+
+def test_no_key_is_an_authentication_error_naming_x_api_key(emu, bridge):
+    reply = requests.post(
+        bridge.url + "/v1/messages",
+        headers={"anthropic-version": "2023-06-01"},
+        json={"model": "fast", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+        timeout=10,
+    )
+    assert reply.status_code == 401
+    assert reply.json()["error"] == {
+        "type": "authentication_error",
+        "message": "x-api-key header is required (or 'Authorization: Bearer <token>')",
+    }

@@ -323,3 +323,14 @@ def test_thought_summaries_from_each_thinking_provider(emu, bridge, provider):
     )
     parts = [part for chunk in chunks for part in chunk.candidates[0].content.parts or []]
     assert "".join(p.text for p in parts if p.thought) == "Thinking about: Hi"
+
+
+def test_no_key_is_permission_denied_as_google_answers(emu, bridge):
+    reply = requests.post(
+        f"{bridge.url}/v1beta/models/fast:generateContent",
+        json={"contents": [{"parts": [{"text": "x"}]}]},
+        timeout=10,
+    )
+    assert reply.status_code == 403
+    assert reply.json()["error"]["status"] == "PERMISSION_DENIED"
+    assert "x-goog-api-key" in reply.json()["error"]["message"]

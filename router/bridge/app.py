@@ -217,8 +217,8 @@ class BridgeApp:
         elif self._auth_token is not None:
             # Each door reads the credential where its SDK sends it (x-api-key, ?key=, ...).
             credential = getattr(route.door, "credential", bearer_token)
-            hint = getattr(route.door, "credential_hint", MISSING_BEARER)
-            _check_token(credential(request), self._auth_token, hint)
+            missing = getattr(route.door, "missing_credential", MISSING_BEARER)
+            _check_token(credential(request), self._auth_token, missing)
 
     # --- services for the doors --------------------------------------------------------------
 
