@@ -83,7 +83,11 @@ def test_one_circuit_and_one_trial_across_stores(redis_server):
         state, retry_in = c.read_circuits(["p"])["p"]
         assert state == "open" and retry_in <= 0.2
         poll(lambda: c.take_trial("p", 5) is None, what="c's trial")
-        assert c.publish_circuit("p", "closed", 0.0)  # c's trial succeeded
+        assert a.publish_circuit("p", "released", 0.0)  # not a's trial: nothing happens
+        assert b.take_trial("p", 5) > 4.0
+        assert c.publish_circuit("p", "released", 0.0)  # c's trial ended without a verdict
+        assert b.take_trial("p", 5) is None  # so b may run the next one
+        assert b.publish_circuit("p", "closed", 0.0)  # b's trial succeeded
         assert a.read_circuits(["p"]) == {"p": RemoteCircuit("closed", 0.0)}
     finally:
         for store in (a, b, c):
@@ -341,3 +345,43 @@ def test_without_redis_limits_and_circuits_are_per_process(
     assert not isinstance(failed.value, CircuitOpenError)
     with pytest.raises(CircuitOpenError):
         manager.process_request(ask())
+
+
+def test_a_trial_that_ends_without_a_verdict_frees_the_fleets_trial(
+    make_manager, emulator, redis_server
+):
+    from support import router_config
+
+    from router.errors import ProviderError, RequestTimeoutError, RouterError
+
+    config = router_config(emulator)
+    config["providers"][0]["circuit_breaker"] = {"failure_threshold": 1, "recovery_timeout": 1.0}
+    here = make_manager(config, fleet=fleet(redis_server, "host:1"))
+    there = make_manager(config, fleet=fleet(redis_server, "host:2"))
+    client = redis_server.client()
+
+    def circuit(manager: Any) -> str:
+        return manager.provider_health()["openai"].circuit_state
+
+    emulator.add_fault(provider="openai", kind="server_error", count=1)
+    with pytest.raises(ProviderError):
+        here.process_request(ask())
+    poll(lambda: circuit(there) != "closed", what="the circuit seen by the other manager")
+    poll(lambda: circuit(here) == "half_open", what="the recovery timeout")
+    emulator.set_pacing("openai", ttft=2.0)
+    with pytest.raises(RequestTimeoutError):  # the trial: its caller gives up
+        here.process_request(ask(), timeout=0.3)
+    # The lease is dropped (expiring would leave the field in place, only past its time).
+    poll(lambda: client.hget("f:circuit:openai", "trial") is None, what="the lease released")
+    emulator.set_pacing("openai", ttft=0.0)
+
+    def served() -> bool:
+        try:
+            there.process_request(ask())
+        except RouterError:
+            return False
+        return True
+
+    poll(served, what="the other manager's trial", every=0.05)
+    poll(lambda: circuit(here) == "closed", what="the circuit closed everywhere")
+    client.close()

@@ -148,7 +148,10 @@ class ProviderActor(RouterActor):
         elif isinstance(message, Admitted):
             self.in_flight += 1  # its Outcome follows (deferred messages keep their order)
         elif isinstance(message, Outcome):
+            trial = self.fleet is not None and self.breaker.trial_in_flight
             self._on_outcome(message)
+            if trial:
+                self._release_fleet_trial()
         elif isinstance(message, Reconfigure):
             self._on_reconfigure(message.changes)
         elif isinstance(message, Probe):
@@ -334,8 +337,11 @@ class ProviderActor(RouterActor):
             return  # older than this process's own last change, or our trial decides
         breaker = self.breaker
         if circuit.state == "open":
-            retry_at = self.clock() + circuit.retry_in
+            now = self.clock()
+            retry_at = now + circuit.retry_in
             current = breaker.retry_at()
+            if current is not None and current <= now and circuit.retry_in <= 0.0:
+                return  # a trial may go, here as in the fleet
             if breaker.state == CircuitState.CLOSED or current is None:
                 logger.warning(
                     "%s: circuit opened by another process (retry in %.1fs)",
@@ -351,6 +357,17 @@ class ProviderActor(RouterActor):
         else:
             return
         self._push()
+
+    def _release_fleet_trial(self) -> None:
+        # The trial ended without a verdict (cancelled, a caller error): free the fleet's
+        # lease too, or no process could run the next trial until it expires.
+        if not self.breaker.trial_in_flight and self.breaker.state == CircuitState.HALF_OPEN:
+            self._publish_circuit("released", None)
+
+    def _publish_circuit(self, state: str, retry_at: float | None) -> None:
+        assert self.fleet is not None
+        self._fleet_seq += 1
+        self.fleet.publish(self.config.name, self._fleet_seq, state, retry_at)
 
     def _follow_fleet(self, change: Any) -> None:
         self._following_fleet = True
@@ -477,9 +494,9 @@ class ProviderActor(RouterActor):
         logger.info("%s: circuit %s -> %s", self.config.name, old.value, new.value)
         if self.fleet is None or self._following_fleet or new == CircuitState.HALF_OPEN:
             return  # a trial is claimed by its attempt (router.fleet.gate), not published
-        self._fleet_seq += 1
-        retry_at = self.breaker.retry_at() if new == CircuitState.OPEN else None
-        self.fleet.publish(self.config.name, self._fleet_seq, new.value, retry_at)
+        self._publish_circuit(
+            new.value, self.breaker.retry_at() if new == CircuitState.OPEN else None
+        )
 
     def snapshot(self) -> HealthSnapshot:
         p50, p95 = self.health.latency_percentiles()

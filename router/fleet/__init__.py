@@ -71,8 +71,9 @@ class FleetStore:
         raise NotImplementedError
 
     def publish_circuit(self, provider: str, state: str, retry_in: float) -> bool:
-        """Tell the fleet this process's breaker opened (``retry_in`` seconds of recovery)
-        or closed (its trial succeeded). False when the store could not be reached."""
+        """Tell the fleet this process's breaker opened (``"open"``, ``retry_in`` seconds of
+        recovery), closed (``"closed"``: its trial succeeded) or that its trial ended without
+        a verdict (``"released"``). False when the store could not be reached."""
         raise NotImplementedError
 
     def read_circuits(self, providers: list[str]) -> dict[str, RemoteCircuit] | None:

@@ -117,6 +117,14 @@ return 1
 """
 )
 
+# KEYS: circuit. ARGV: worker. The worker's trial ended without a verdict: free the lease.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'trial') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'trial', 'trial_until')
+end
+return 1
+"""
+
 # KEYS: circuit. ARGV: worker, lease ms. Returns -1 (closed: no trial needed), 0 (the trial
 # is this worker's) or the ms until a trial may go (timer running, or another's trial).
 _TRIAL = (
@@ -190,6 +198,7 @@ class RedisFleet(FleetStore):
         self._open = self._client.register_script(_OPEN)
         self._close = self._client.register_script(_CLOSE)
         self._trial = self._client.register_script(_TRIAL)
+        self._release = self._client.register_script(_RELEASE)
         self._read = self._client.register_script(_READ)
         self._members = itertools.count()
         self._lock = threading.Lock()
@@ -236,7 +245,8 @@ class RedisFleet(FleetStore):
         if state == "open":
             args = [self.worker, max(0, int(retry_in * 1000))]
             return self._call("circuit", lambda: self._open(keys=key, args=args)) is not None
-        return self._call("circuit", lambda: self._close(keys=key, args=[self.worker])) is not None
+        script = self._release if state == "released" else self._close
+        return self._call("circuit", lambda: script(keys=key, args=[self.worker])) is not None
 
     def read_circuits(self, providers: list[str]) -> dict[str, RemoteCircuit] | None:
         if not providers:
