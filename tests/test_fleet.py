@@ -23,10 +23,10 @@ from router.fleet.sync import fleet_totals
 pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 
-def fleet(server: Any, worker: str, **kw: Any) -> Any:
+def fleet(server: Any, worker: str, key_prefix: str = "f", **kw: Any) -> Any:
     from router.fleet.redis import RedisFleet
 
-    return RedisFleet(server.url, key_prefix="f", worker=worker, retry_interval=0.05, **kw)
+    return RedisFleet(server.url, key_prefix=key_prefix, worker=worker, retry_interval=0.05, **kw)
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -249,7 +249,12 @@ def test_one_circuit_and_one_half_open_trial_across_four_workers(
     # Recovery: a slow provider, so every worker asks while the one trial is running.
     emulator.clear_faults()
     emulator.set_pacing("openai", ttft=1.5)
-    poll(lambda: circuits(opener) == "half_open", what="the recovery timeout")
+    # Every worker's timer, and the fleet's, has run out: each would send a trial on its own.
+    for worker in workers:
+        poll(lambda w=worker: circuits(w) == "half_open", what="the recovery timeout")
+    store = fleet(redis_server, "observer", key_prefix="shared")
+    poll(lambda: store.read_circuits(["only"])["only"].retry_in == 0.0, what="the fleet's timer")
+    store.close()
     for worker in workers:
         worker.send(cmd="run", n=3)
     trial = merge_all([worker.answer(timeout=60) for worker in workers])
