@@ -368,12 +368,14 @@ def _stream_steps(
     accumulator = StreamAccumulator()
     decoder = SSEDecoder(ctx.name)
     job.on_cancel(response.close)
+    job.answering = (ctx.provider_type, ctx.name, attempt.candidate.model)
     final: StreamChunk | None = None
     error: RouterError | None = None
     pending: list[StreamChunk] = []
+    produced = 0  # content and tool-call chunks: each carried at least one output token
 
     def take(events: list[tuple[str, str]]) -> None:
-        nonlocal final
+        nonlocal final, produced
         for event, data in events:
             for chunk in parser.feed(event, data):
                 if chunk.is_complete:
@@ -381,6 +383,7 @@ def _stream_steps(
                 else:
                     accumulator.add(chunk)
                     pending.append(chunk)
+                    produced += 1
 
     try:
         try:
@@ -411,6 +414,7 @@ def _stream_steps(
                     else:
                         accumulator.add(chunk)
                         pending.append(chunk)
+                        produced += 1
         except RouterError as exc:
             error = exc
         except GeneratorExit:
@@ -444,6 +448,7 @@ def _stream_steps(
             provider_ref,
             budget_ref,
             defer_success,
+            produced,
         )
     finally:
         release_slot()  # after the settlement: the next attempt sees this one billed
@@ -460,8 +465,13 @@ def _settle_stream(
     provider_ref: Any,
     budget_ref: Any,
     defer_success: bool,
+    produced: int = 0,
 ) -> None:
-    """Finish a stream attempt: resolve and bill it, or bill what it produced and report."""
+    """Finish a stream attempt: resolve and bill it, or bill what it produced and report.
+
+    Either way the attempt settles its reservation itself, with a usage record: a success,
+    or a ``partial`` one for a stream that ended without its final event.
+    """
     job = attempt.job
     latency = _ms(started)
     info = attempt.candidate.info
@@ -516,21 +526,23 @@ def _settle_stream(
         _succeeded(ctx, job, outcome, provider_ref, defer_success, result, final)
         return
 
-    # Cut, failed or abandoned: bill what the provider produced so far.
-    usage = parser.usage
+    # Cut, failed or abandoned after the provider accepted it (it bills what it processed):
+    # bill what it reported, or an estimate, and end the reservation with that record. A
+    # retry on this provider reserves anew (the provider actor sees ``reservation_ended``).
+    usage = partial_usage(parser.usage, job.estimated_input_tokens, produced)
     cost = _cost(info, usage)
     cancelled = isinstance(error, RequestCancelledError)
     delivered = job.started
-    if usage.input_tokens or usage.output_tokens:
-        suffix = "" if delivered or cancelled else f".{ctx.name}.{attempt.number}"
-        _settle(
-            ctx,
-            budget_ref,
-            Settle(
-                attempt.reservation_id if (delivered or cancelled) else None,
-                _record(attempt, ctx, usage, cost, "partial", None, job.id + suffix),
-            ),
-        )
+    # The request's own id is kept for the record of the attempt that answers it.
+    suffix = "" if delivered or cancelled else f".{ctx.name}.{attempt.number}"
+    _settle(
+        ctx,
+        budget_ref,
+        Settle(
+            attempt.reservation_id,
+            _record(attempt, ctx, usage, cost, "partial", None, job.id + suffix),
+        ),
+    )
     if error is None:
         error = MalformedResponseError("the stream ended without a final event", provider=ctx.name)
     if delivered and not cancelled:
@@ -549,5 +561,25 @@ def _settle_stream(
             cancelled=cancelled,
             partial_usage=usage,
             partial_cost=cost,
+            reservation_ended=attempt.reservation_id is not None,
         ),
+    )
+
+
+def partial_usage(reported: Usage, estimated_input: int, chunks: int) -> Usage:
+    """What to bill for a stream that ended without its final event.
+
+    The provider's own figures where it sent them. OpenAI reports usage only at the end, so a
+    cut stream has none: the input is then the request's estimate (the provider processed the
+    whole prompt before its first token) and the output at least one token per content or
+    tool-call chunk received (a tool call's name arrives before any argument text).
+    """
+    input_tokens = reported.input_tokens or estimated_input
+    output_tokens = max(reported.output_tokens, chunks)
+    if input_tokens == reported.input_tokens and output_tokens == reported.output_tokens:
+        return reported
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_input_tokens=min(reported.cached_input_tokens, input_tokens),
     )

@@ -2,18 +2,24 @@
 
 closed --(failure_threshold consecutive failures)--> open
 open --(recovery_timeout elapsed, next allow_request)--> half-open, exactly one trial admitted
-half-open --(trial succeeds)--> closed
-half-open --(trial fails)--> open with a fresh timer
+half-open --(the trial succeeds)--> closed
+half-open --(the trial fails)--> open with a fresh timer
+half-open --(the trial ends without a verdict: released)--> half-open, the next request is the trial
+
+``allow_request`` hands out a :class:`Permit` (or ``None``: refused). The caller gives the same
+permit back with the attempt's result: ``record_success``, ``record_failure`` or ``release``
+(no verdict: cancelled, a caller error, refused by a budget, a deadline). A trial's permit is
+a fresh object, so the breaker knows *which* attempt is the trial: **only the trial's own
+result ends the trial**. Results from stragglers (attempts admitted before the breaker opened,
+or a trial of an earlier period) never decide a transition: a late success while open or
+half-open does not close (the failures that opened it are more recent evidence), and a late
+failure is counted but neither re-opens nor pushes the timer back. Releasing a straggler's
+permit is a no-op, so a cancelled straggler cannot free the trial slot (issue 12).
 
 Only provider-side failures should be recorded (``RouterError.trips_breaker``); a caller's 400
-says nothing about the provider's health. The breaker holds no lock: its owning provider actor is
-the only caller. It never reads the wall clock itself, so tests drive it with a fake clock.
-
-Results that arrive from requests admitted *before* the breaker opened are handled
-conservatively: a late success while open does not close it (the failures that opened it are
-more recent evidence), and a late failure while open counts but does not push the timer back.
-While half-open any success closes and any failure re-opens: the breaker cannot tell the trial
-from a straggler, and either is fresh evidence about the provider.
+says nothing about the provider's health. The breaker holds no lock and does no I/O: its owning
+provider actor is the only caller. It never reads the wall clock itself, so tests drive it with
+a fake clock.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["CircuitState", "CircuitBreaker"]
+__all__ = ["CircuitState", "CircuitBreaker", "Permit", "REGULAR"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +44,44 @@ class CircuitState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+class Permit:
+    """What :meth:`CircuitBreaker.allow_request` hands out; given back with the result.
+
+    Compared by identity: every half-open trial gets a new one, so a result carrying any
+    other permit (a straggler's) cannot end the trial.
+    """
+
+    __slots__ = ("trial",)
+
+    def __init__(self, trial: bool) -> None:
+        self.trial = trial
+
+    def __repr__(self) -> str:
+        return "Permit(trial)" if self.trial else "Permit(regular)"
+
+
+#: The permit of every request admitted while closed (shared: nothing to tell them apart).
+REGULAR = Permit(trial=False)
+
+
 class _Closed:
     """Requests flow; consecutive failures are counted."""
 
     state = CircuitState.CLOSED
 
-    def allow(self, breaker: CircuitBreaker) -> bool:
-        return True
+    def allow(self, breaker: CircuitBreaker) -> Permit | None:
+        return REGULAR
 
-    def on_success(self, breaker: CircuitBreaker) -> None:
+    def on_success(self, breaker: CircuitBreaker, permit: Permit) -> None:
         breaker._failures = 0
 
-    def on_failure(self, breaker: CircuitBreaker) -> None:
+    def on_failure(self, breaker: CircuitBreaker, permit: Permit) -> None:
         breaker._failures += 1
         if breaker._failures >= breaker.failure_threshold:
             breaker._enter(_Open(breaker._clock()))
+
+    def release(self, permit: Permit) -> None:
+        pass
 
 
 class _Open:
@@ -69,19 +98,21 @@ class _Open:
             return self._retry_at
         return self.opened_at + breaker.recovery_timeout
 
-    def allow(self, breaker: CircuitBreaker) -> bool:
+    def allow(self, breaker: CircuitBreaker) -> Permit | None:
         if breaker._clock() < self.retry_at(breaker):
-            return False
-        trial = _HalfOpen()
-        trial.in_flight = True
-        breaker._enter(trial)
-        return True
+            return None
+        half_open = _HalfOpen()
+        breaker._enter(half_open)
+        return half_open.allow(breaker)
 
-    def on_success(self, breaker: CircuitBreaker) -> None:
+    def on_success(self, breaker: CircuitBreaker, permit: Permit) -> None:
         pass  # a straggler admitted before the breaker opened; see the module docstring
 
-    def on_failure(self, breaker: CircuitBreaker) -> None:
+    def on_failure(self, breaker: CircuitBreaker, permit: Permit) -> None:
         breaker._failures += 1
+
+    def release(self, permit: Permit) -> None:
+        pass
 
 
 class _HalfOpen:
@@ -90,21 +121,27 @@ class _HalfOpen:
     state = CircuitState.HALF_OPEN
 
     def __init__(self) -> None:
-        self.in_flight = False
+        self.trial: Permit | None = None  # the permit of the trial in flight
 
-    def allow(self, breaker: CircuitBreaker) -> bool:
-        if self.in_flight:
-            return False
-        self.in_flight = True
-        return True
+    def allow(self, breaker: CircuitBreaker) -> Permit | None:
+        if self.trial is not None:
+            return None
+        self.trial = Permit(trial=True)
+        return self.trial
 
-    def on_success(self, breaker: CircuitBreaker) -> None:
-        breaker._failures = 0
-        breaker._enter(_Closed())
+    def on_success(self, breaker: CircuitBreaker, permit: Permit) -> None:
+        if permit is self.trial:
+            breaker._failures = 0
+            breaker._enter(_Closed())
 
-    def on_failure(self, breaker: CircuitBreaker) -> None:
+    def on_failure(self, breaker: CircuitBreaker, permit: Permit) -> None:
         breaker._failures += 1
-        breaker._enter(_Open(breaker._clock()))
+        if permit is self.trial:
+            breaker._enter(_Open(breaker._clock()))
+
+    def release(self, permit: Permit) -> None:
+        if permit is self.trial:
+            self.trial = None
 
 
 class CircuitBreaker:
@@ -156,29 +193,34 @@ class CircuitBreaker:
         """Failures recorded since the last success (or reset)."""
         return self._failures
 
-    def allow_request(self) -> bool:
-        """May a request be sent now? While half-open, ``True`` exactly once per trial."""
+    def allow_request(self) -> Permit | None:
+        """May a request be sent now? A permit to give back with its result, or ``None``.
+
+        Closed: always :data:`REGULAR`. Half-open: a new trial permit exactly once per trial
+        (until that trial's result or release), ``None`` otherwise.
+        """
         return self._state.allow(self)
 
-    def record_success(self) -> None:
-        """A request succeeded: reset the count; a half-open breaker closes."""
-        self._state.on_success(self)
+    def record_success(self, permit: Permit = REGULAR) -> None:
+        """A request succeeded: reset the count; the half-open trial's success closes."""
+        self._state.on_success(self, permit)
 
-    def record_failure(self) -> None:
-        """A provider-side failure: count it; the threshold opens the breaker, and a failure
-        while half-open re-opens it with a fresh recovery timer."""
-        self._state.on_failure(self)
+    def record_failure(self, permit: Permit = REGULAR) -> None:
+        """A provider-side failure: count it; the threshold opens the breaker, and the
+        half-open trial's failure re-opens it with a fresh recovery timer."""
+        self._state.on_failure(self, permit)
 
-    def release_trial(self) -> None:
-        """The half-open trial ended without a verdict (caller error, cancellation, refused by
-        the budget): let the next request be the trial. A no-op in any other state."""
-        if isinstance(self._state, _HalfOpen):
-            self._state.in_flight = False
+    def release(self, permit: Permit) -> None:
+        """The request holding ``permit`` ended without a verdict (cancelled, a caller error,
+        refused by a budget, its deadline). If it was the half-open trial, the next request may
+        be the trial; any other permit changes nothing."""
+        self._state.release(permit)
 
     @property
     def trial_in_flight(self) -> bool:
-        """A half-open trial admitted here has not reported yet."""
-        return isinstance(self._state, _HalfOpen) and self._state.in_flight
+        """A half-open trial admitted here has been admitted and has not reported back yet."""
+        current = self._state
+        return isinstance(current, _HalfOpen) and current.trial is not None
 
     def hold_open(self, retry_at: float) -> None:
         """Be open until ``retry_at`` (clock time) without counting a failure: the circuit was
@@ -199,7 +241,7 @@ class CircuitBreaker:
         current = self._state
         if isinstance(current, _Open):
             return current.retry_at(self)
-        if isinstance(current, _HalfOpen) and not current.in_flight:
+        if isinstance(current, _HalfOpen) and current.trial is None:
             return self._clock()
         return None
 

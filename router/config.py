@@ -130,6 +130,9 @@ class RetrySettings(BaseModel):
     base_delay: float = Field(default=0.5, gt=0)
     max_delay: float = Field(default=30.0, gt=0)
     max_retry_after: float = Field(default=60.0, gt=0)
+    # A server-requested wait longer than this moves the request to the next candidate at
+    # once (when there is one) instead of parking it on this provider.
+    failover_after: float = Field(default=1.0, ge=0)
 
     @model_validator(mode="after")
     def _check_delays(self) -> RetrySettings:

@@ -72,6 +72,8 @@ class Job:
         "inbox",
         "cache_key",
         "trace",
+        "answering",
+        "_parked",
         "_lock",
         "_done",
         "_on_cancel",
@@ -117,6 +119,14 @@ class Job:
             self.inbox = self.chunks if self.chunks is not None else queue.SimpleQueue()
         self.cache_key: str | None = None  # where the answer goes in the response cache
         self.trace: Any = None  # router.tracing.RequestTrace when the request is traced
+        # Tasks handed to the waiting caller that it has not taken yet. Whoever finishes the
+        # job runs them (they see it finished and report their attempt cancelled), so an
+        # attempt nobody will ever take — a stream never iterated — still gives back its
+        # breaker trial, in-flight count and reservation at the deadline.
+        self._parked: list[Callable[..., object]] = []
+        # (provider type, provider name, model) of the stream attempt reading the answer;
+        # a stream's error chunk names them.
+        self.answering: tuple[Any, str, str] | None = None
         self._lock = threading.Lock()
         self._done = False
         self._on_cancel: list[Callable[[], object]] = []
@@ -137,8 +147,11 @@ class Job:
                 return False
             self._done = True
             self._on_cancel = []
+            parked, self._parked = self._parked, []
         if self.timer is not None:
             self.timer.cancel()
+        if parked:
+            _report(parked)
         if self.chunks is not None and final_chunk is not None:
             self.chunks.put(final_chunk)
         self.future.set(response)
@@ -153,16 +166,24 @@ class Job:
                 return False
             self._done = True
             hooks, self._on_cancel = self._on_cancel, []
+            parked, self._parked = self._parked, []
         if self.timer is not None:
             self.timer.cancel()
+        if parked:
+            # Before the future: whoever hears of the failure finds the provider told.
+            _report(parked)
         if self.chunks is not None:
             if self.started:
+                kind, name, model = self.answering or (None, error.provider, None)
                 self.chunks.put(
                     StreamChunk(
                         is_complete=True,
                         finish_reason="error",
                         error=str(error),
                         error_type=type(error).__name__,
+                        provider=kind,
+                        provider_name=name,
+                        model=model,
                     )
                 )
             else:
@@ -191,26 +212,30 @@ class Job:
         with self._lock:
             if self.inbox is None or self._done:
                 return False
+            self._parked.append(task)
             self.inbox.put(task)
             return True
 
+    def claim(self, task: Callable[..., object]) -> bool:
+        """The caller takes ``task`` from its inbox to run it; False if it was already run
+        (reported cancelled) by whoever finished the job or detached the inbox."""
+        with self._lock:
+            try:
+                self._parked.remove(task)
+            except ValueError:
+                return False
+            return True
+
     def detach_inline(self) -> list[Callable[..., object]]:
-        """The caller stops waiting: later tasks go to workers; returns tasks still queued.
+        """The caller stops waiting: later tasks go to workers; returns tasks not taken.
 
         Each returned task must still be run (it sees the job finished and reports the
         attempt cancelled, so its provider's in-flight count is released).
         """
         with self._lock:
-            inbox, self.inbox = self.inbox, None
-        left: list[Callable[..., object]] = []
-        while inbox is not None:
-            try:
-                item = inbox.get_nowait()
-            except queue.Empty:
-                break
-            if callable(item):
-                left.append(item)
-        return left
+            self.inbox = None
+            parked, self._parked = self._parked, []
+        return parked
 
     def mark_started(self) -> None:
         """A chunk reached the caller directly (it reads the stream itself): no failover."""
@@ -236,6 +261,15 @@ class Job:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+
+def _report(tasks: list[Callable[..., object]]) -> None:
+    """Run parked attempts of a finished job: each only reports itself cancelled (no I/O)."""
+    for task in tasks:
+        try:
+            task()
+        except Exception:  # a report must not stop the job from finishing
+            logger.exception("a parked attempt failed to report itself")
 
 
 class JobRegistry:

@@ -446,7 +446,9 @@ class AIProviderManager:
         context.outcomes.add(Admitted(attempt))
         provider = self._providers[candidate.provider]
         # defer_success: the breaker was closed (the door is open only then).
-        inbox.put(partial(run_attempt, context, attempt, door[0], provider, self._budget, True))
+        task = partial(run_attempt, context, attempt, door[0], provider, self._budget, True)
+        if not job.offer_inline(task):
+            task()  # the job already ended: the attempt reports itself cancelled
         return True
 
     def submit(
@@ -509,7 +511,7 @@ class AIProviderManager:
                     task = inbox.get(timeout=max(0.0, wait))
                 except queue.Empty:
                     break
-                if task is not FINISHED:
+                if task is not FINISHED and job.claim(task):
                     self._registry.run_inline(task)
         finally:
             for task in job.detach_inline():  # admitted as the job ended: report them

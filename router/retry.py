@@ -7,7 +7,8 @@ sleeps, and nothing here holds state between calls (the caller counts the retrie
 What is retried is decided by the error class (``RouterError.retryable``: 429, 5xx, 529,
 connection errors, provider timeouts, unparseable 2xx bodies). A server's ``Retry-After`` is a
 floor under the computed backoff, clamped to ``max_retry_after`` so a hostile or confused server
-cannot park a request for an hour.
+cannot park a request for an hour. A request that another candidate could serve is not parked
+at all for a server-requested wait longer than ``failover_after``: it fails over at once.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_retry_after: float = 60.0
+    failover_after: float = 1.0
 
     def __post_init__(self) -> None:
         try:
@@ -74,7 +76,7 @@ class RetryPolicy:
             raise ValueError(f"max_retries must be an integer, got {self.max_retries!r}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        for name in ("base_delay", "max_delay", "max_retry_after"):
+        for name in ("base_delay", "max_delay", "max_retry_after", "failover_after"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -104,28 +106,43 @@ class RetryPolicy:
         error: BaseException,
         retries_done: int,
         rng: random.Random | None = None,
+        *,
+        alternative: bool = False,
     ) -> float | None:
         """Seconds until the next attempt on the same provider, or ``None`` to stop retrying.
 
         ``None`` when the error is not a retryable :class:`RouterError` (anything else is a bug
-        or a caller mistake, never worth repeating) or ``retries_done >= max_retries``.
-        Otherwise the backoff for retry ``retries_done + 1``, raised to the error's
-        ``retry_after`` (clamped to ``max_retry_after``) when the server sent one.
+        or a caller mistake, never worth repeating) or ``retries_done >= max_retries``, and,
+        when another candidate could take the request (``alternative``), when the server asked
+        for a wait longer than ``failover_after``. Otherwise the backoff for retry
+        ``retries_done + 1``, raised to the error's ``retry_after`` (clamped to
+        ``max_retry_after``) when the server sent one.
         """
         if not isinstance(error, RouterError) or not error.retryable:
             return None
         if retries_done >= self.max_retries:
             return None
         delay = self.backoff(retries_done + 1, rng)
-        floor = error.retry_after
-        if floor is not None and math.isfinite(floor) and floor > 0:
-            delay = max(delay, min(floor, self.max_retry_after))
+        floor = self.server_wait(error)
+        if floor is not None:
+            if alternative and floor > self.failover_after:
+                return None
+            delay = max(delay, floor)
         return delay
+
+    def server_wait(self, error: BaseException) -> float | None:
+        """The wait the server asked for (``retry_after``), clamped to ``max_retry_after``;
+        ``None`` when it asked for none."""
+        floor = getattr(error, "retry_after", None)
+        if floor is None or not math.isfinite(floor) or floor <= 0:
+            return None
+        return min(floor, self.max_retry_after)
 
     @classmethod
     def from_settings(cls, settings: Any, max_retries: int) -> RetryPolicy:
         """Build from the config's retry settings (``.strategy``, ``.base_delay``,
-        ``.max_delay``, ``.max_retry_after``) and the provider's ``max_retries``."""
+        ``.max_delay``, ``.max_retry_after``, ``.failover_after``) and the provider's
+        ``max_retries``."""
         try:
             return cls(
                 strategy=getattr(settings.strategy, "value", settings.strategy),
@@ -133,6 +150,7 @@ class RetryPolicy:
                 base_delay=settings.base_delay,
                 max_delay=settings.max_delay,
                 max_retry_after=settings.max_retry_after,
+                failover_after=getattr(settings, "failover_after", 1.0),
             )
         except ValueError as exc:
             raise ConfigError(f"retry: {exc}") from None

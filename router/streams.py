@@ -102,6 +102,8 @@ class ChunkStream:
                 job.fail(RequestTimeoutError("the stream stalled past its deadline"))
                 continue
             if callable(item):  # the admitted attempt: send it and read it here
+                if not job.claim(item):
+                    continue  # already reported cancelled by whoever finished the job
                 steps = self._registry.run_inline(item)
                 if steps is not None:
                     self._steps = steps

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.breaker import CircuitBreaker, CircuitState
+from router.breaker import REGULAR, CircuitBreaker, CircuitState
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
@@ -75,7 +75,7 @@ def test_a_success_resets_the_consecutive_count(breaker):
 def test_rejects_at_once_while_open(breaker, clock):
     trip(breaker)
     clock.advance(9.99)
-    assert [breaker.allow_request() for _ in range(5)] == [False] * 5
+    assert [breaker.allow_request() for _ in range(5)] == [None] * 5
     assert breaker.state is OPEN
 
 
@@ -99,8 +99,9 @@ def test_reports_half_open_once_the_timeout_has_elapsed(breaker, clock, changes)
 def test_admits_exactly_one_trial_after_the_timeout(breaker, clock, changes):
     trip(breaker)
     clock.advance(10)
-    assert [breaker.allow_request() for _ in range(4)] == [True, False, False, False]
-    assert breaker.state is HALF_OPEN
+    permits = [breaker.allow_request() for _ in range(4)]
+    assert permits[0] is not None and permits[0].trial and permits[1:] == [None] * 3
+    assert breaker.state is HALF_OPEN and breaker.trial_in_flight
     assert breaker.retry_at() is None  # trial in flight: no time is known
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN)]
 
@@ -108,18 +109,18 @@ def test_admits_exactly_one_trial_after_the_timeout(breaker, clock, changes):
 def test_successful_trial_closes(breaker, clock, changes):
     trip(breaker)
     clock.advance(10)
-    assert breaker.allow_request()
-    breaker.record_success()
+    trial = breaker.allow_request()
+    breaker.record_success(trial)
     assert breaker.state is CLOSED and breaker.consecutive_failures == 0
-    assert breaker.allow_request() and breaker.allow_request()
+    assert breaker.allow_request() is REGULAR and breaker.allow_request() is REGULAR
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
 
 
 def test_failed_trial_reopens_with_a_fresh_timer(breaker, clock, changes):
     trip(breaker)
     clock.advance(15)
-    assert breaker.allow_request()
-    breaker.record_failure()
+    trial = breaker.allow_request()
+    breaker.record_failure(trial)
     assert breaker.state is OPEN
     assert breaker.retry_at() == clock.now + 10.0
     clock.advance(9)
@@ -129,32 +130,85 @@ def test_failed_trial_reopens_with_a_fresh_timer(breaker, clock, changes):
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN), (OPEN, HALF_OPEN)]
 
 
-def test_release_trial_lets_another_trial_through(breaker, clock, changes):
+def test_releasing_the_trial_lets_another_trial_through(breaker, clock, changes):
     trip(breaker)
     clock.advance(10)
-    assert breaker.allow_request()
-    assert not breaker.allow_request()
-    breaker.release_trial()  # e.g. the trial was a caller error or was cancelled
+    trial = breaker.allow_request()
+    assert trial is not None
+    assert breaker.allow_request() is None
+    breaker.release(trial)  # e.g. the trial was a caller error or was cancelled
     assert breaker.state is HALF_OPEN
     assert breaker.retry_at() == clock.now
-    assert breaker.allow_request()
-    assert not breaker.allow_request()
+    second = breaker.allow_request()
+    assert second is not None and second is not trial
+    assert breaker.allow_request() is None
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN)]
 
 
-def test_release_trial_is_a_no_op_when_closed_or_open(breaker, clock):
-    breaker.release_trial()
+def test_release_is_a_no_op_when_closed_or_open(breaker, clock):
+    breaker.release(REGULAR)
     assert breaker.state is CLOSED
     trip(breaker)
-    breaker.release_trial()
-    assert not breaker.allow_request()
+    breaker.release(REGULAR)
+    assert breaker.allow_request() is None
 
 
 def test_late_success_while_open_does_not_close(breaker, clock):
     trip(breaker)
     breaker.record_success()  # a straggler admitted before the breaker opened
     assert breaker.state is OPEN
-    assert not breaker.allow_request()
+    assert breaker.allow_request() is None
+
+
+# Issue 12: a straggler (admitted while closed) must not end the half-open trial.
+
+
+def test_a_released_straggler_does_not_free_the_trial_slot(breaker, clock):
+    straggler = breaker.allow_request()
+    trip(breaker)
+    clock.advance(10)
+    trial = breaker.allow_request()
+    breaker.release(straggler)  # the straggler's caller closed it
+    assert breaker.allow_request() is None  # still exactly one trial
+    assert breaker.trial_in_flight
+    breaker.record_success(trial)
+    assert breaker.state is CLOSED
+
+
+def test_a_straggler_success_while_half_open_does_not_close(breaker, clock):
+    trip(breaker)
+    clock.advance(10)
+    trial = breaker.allow_request()
+    breaker.record_success(REGULAR)
+    assert breaker.state is HALF_OPEN and breaker.allow_request() is None
+    breaker.record_failure(trial)  # the trial alone decides
+    assert breaker.state is OPEN
+
+
+def test_a_straggler_failure_while_half_open_counts_but_does_not_end_the_trial(breaker, clock):
+    trip(breaker)
+    clock.advance(10)
+    trial = breaker.allow_request()
+    breaker.record_failure(REGULAR)
+    assert breaker.consecutive_failures == 4
+    assert breaker.state is HALF_OPEN and breaker.allow_request() is None
+    breaker.record_success(trial)
+    assert breaker.state is CLOSED and breaker.consecutive_failures == 0
+
+
+def test_the_trial_of_an_earlier_period_is_a_straggler(breaker, clock):
+    trip(breaker)
+    clock.advance(10)
+    old = breaker.allow_request()
+    breaker.reset()
+    trip(breaker)
+    clock.advance(10)
+    current = breaker.allow_request()
+    breaker.release(old)
+    breaker.record_success(old)
+    assert breaker.state is HALF_OPEN and breaker.allow_request() is None
+    breaker.record_success(current)
+    assert breaker.state is CLOSED
 
 
 def test_late_failure_while_open_does_not_push_the_timer_back(breaker, clock):
@@ -170,8 +224,8 @@ def test_zero_recovery_timeout_half_opens_immediately(clock):
     breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=0, clock=clock)
     breaker.record_failure()
     assert breaker.state is HALF_OPEN
-    assert breaker.allow_request()
-    assert not breaker.allow_request()
+    assert breaker.allow_request() is not None
+    assert breaker.allow_request() is None
 
 
 def test_reset_closes_and_forgets(breaker, changes):

@@ -151,6 +151,27 @@ class TestNextDelay:
         delays = [policy.next_delay(RateLimitError("x", retry_after=3), 0, rng) for _ in range(50)]
         assert delays == [3] * 50
 
+    # Issue 12: a long server-requested wait fails over when another candidate exists.
+
+    def test_a_long_retry_after_gives_up_when_another_candidate_exists(self):
+        policy = RetryPolicy(failover_after=1.0)
+        long_wait = RateLimitError("x", retry_after=10)
+        assert policy.next_delay(long_wait, 0, alternative=True) is None
+        assert policy.next_delay(long_wait, 0) == 10  # the last candidate waits it out
+
+    def test_a_short_retry_after_is_waited_out_even_with_another_candidate(self):
+        policy = RetryPolicy(base_delay=0.1, failover_after=1.0)
+        short = ServiceUnavailableError("x", status=503, retry_after=0.8)
+        assert policy.next_delay(short, 0, alternative=True) == 0.8
+
+    def test_the_failover_threshold_sees_the_clamped_wait(self):
+        policy = RetryPolicy(max_retry_after=0.5, failover_after=1.0)
+        error = RateLimitError("x", retry_after=3600)
+        assert policy.next_delay(error, 0, alternative=True) == 0.5
+
+    def test_without_retry_after_the_backoff_never_fails_over_early(self):
+        assert self.policy.next_delay(ServiceUnavailableError("x"), 2, alternative=True) == 4
+
 
 class TestFromSettings:
     def test_builds_from_config_like_settings(self):

@@ -64,8 +64,11 @@ class Attempt(NamedTuple):
     job: Job
     candidate: Candidate
     reservation_id: str | None
-    may_wait: bool  # the last candidate: wait for a client-side rate limit instead of failing
+    may_wait: bool  # the last candidate: wait for a rate limit instead of failing over
     number: int = 1
+    # The breaker permit it was admitted with when that was a half-open trial (set by the
+    # provider actor; None: a regular admission). Only the trial's own outcome ends the trial.
+    permit: Any = None
 
 
 class Outcome(NamedTuple):
@@ -79,6 +82,9 @@ class Outcome(NamedTuple):
     cancelled: bool = False  # the caller went away; not the provider's fault
     partial_usage: Usage | None = None
     partial_cost: float = 0.0
+    # The attempt ended its reservation itself (it settled a partial stream into it): nobody
+    # releases it, and a retry reserves anew.
+    reservation_ended: bool = False
 
 
 class Admitted(NamedTuple):

@@ -38,9 +38,10 @@ from router.actors.messages import (
     ProbeResult,
     Reconfigure,
     Release,
+    Reserve,
 )
 from router.attempt import AttemptContext, run_attempt
-from router.breaker import CircuitBreaker, CircuitState
+from router.breaker import REGULAR, CircuitBreaker, CircuitState
 from router.config import ProviderConfig
 from router.errors import (
     AuthenticationError,
@@ -121,6 +122,9 @@ class ProviderActor(RouterActor):
         )
         self.health = HealthTracker()
         self.in_flight = 0
+        # Monotonic time before which the provider asked not to be called again (the
+        # Retry-After of its last 429/503/529); None when it asked for nothing.
+        self.rate_limited_until: float | None = None
         self._window = RateWindow()  # this process's own rpm/tpm window (no shared fleet)
         self._probe_timer: Any = None
         self._batching = False  # inside handle_deferred: publish once at the end
@@ -186,12 +190,12 @@ class ProviderActor(RouterActor):
         if reason is not None:
             self._fail_back(attempt, ProviderUnavailableError(reason, provider=self.config.name))
             return
-        # A shared fleet counts the attempt on the thread that runs it (router.fleet.gate).
-        wait = 0.0 if self.fleet else self._rate_limit_wait(job.estimated_input_tokens)
+        wait, why = self._rate_limit_wait(job.estimated_input_tokens)
         if wait > 0:
-            self._wait_or_fail_back(attempt, wait)
+            self._wait_or_fail_back(attempt, wait, why)
             return
-        if not self.breaker.allow_request():
+        permit = self.breaker.allow_request()
+        if permit is None:
             retry_at = self.breaker.retry_at()
             retry_in = max(0.0, retry_at - self.clock()) if retry_at is not None else None
             error = CircuitOpenError(
@@ -207,9 +211,12 @@ class ProviderActor(RouterActor):
             self._window.record(job.estimated_input_tokens, self.clock())
         self.in_flight += 1
         job.attempts += 1
+        if permit.trial:
+            # Its outcome, and only its outcome, ends the trial (CircuitBreaker's docstring).
+            attempt = attempt._replace(permit=permit)
         # A success may be reported lazily unless this attempt is a half-open trial, whose
         # result must close (or reopen) the breaker at once.
-        trial = self.breaker.state != CircuitState.CLOSED
+        trial = permit.trial
         defer_success = self.deferred is not None and not trial
         task = partial(
             run_attempt,
@@ -238,7 +245,7 @@ class ProviderActor(RouterActor):
                 self.executor.submit(task)
         except RuntimeError:  # the pool is shut down: the manager is stopping
             self.in_flight -= 1
-            self.breaker.release_trial()
+            self.breaker.release(permit)
             self._fail_back(attempt, RouterError("provider is stopping", provider=self.config.name))
             return
         self._push()
@@ -246,10 +253,11 @@ class ProviderActor(RouterActor):
     def _on_outcome(self, outcome: Outcome) -> None:
         self.in_flight -= 1
         attempt = outcome.attempt
+        permit = attempt.permit or REGULAR
         error = outcome.error
         if error is None:
             response = outcome.response
-            self.breaker.record_success()
+            self.breaker.record_success(permit)
             usage = response.usage if response is not None else None
             self.health.record_success(
                 outcome.latency_ms,
@@ -265,12 +273,14 @@ class ProviderActor(RouterActor):
                 outcome.partial_usage.output_tokens,
                 outcome.partial_cost,
             )
+        if outcome.reservation_ended:
+            attempt = attempt._replace(reservation_id=None)  # settled by the attempt itself
         if outcome.cancelled:
-            self.breaker.release_trial()
+            self.breaker.release(permit)
             self._release(attempt)
             self._push()
             return
-        self._account_failure(error)
+        self._account_failure(error, permit)
         # Published before anyone hears of the failure: a caller that gets its error and
         # asks again must find the door closed if this failure opened the breaker.
         self._push()
@@ -285,22 +295,16 @@ class ProviderActor(RouterActor):
             self._release(attempt)
             job.fail(error)
             return
-        delay = self.retry.next_delay(error, attempt.number - 1)
+        # ``may_wait`` is False while other candidates remain: a long server-requested wait
+        # then sends the request on at once instead of parking it here.
+        delay = self.retry.next_delay(error, attempt.number - 1, alternative=not attempt.may_wait)
         if (
             delay is not None
             and self.breaker.state == CircuitState.CLOSED
             and self.out_reason is None
             and time.monotonic() + delay < job.deadline
         ):
-            retry = attempt._replace(number=attempt.number + 1)
-            logger.debug(
-                "%s: retry %d in %.2fs after %s",
-                self.config.name,
-                attempt.number,
-                delay,
-                type(error).__name__,
-            )
-            self.scheduler.call_later(delay, lambda: self._tell_self(retry))
+            self._retry_later(attempt, outcome, delay)
         else:
             self.supervisor.tell(
                 AttemptFailed(job, attempt.candidate, error, attempt.reservation_id)
@@ -324,8 +328,8 @@ class ProviderActor(RouterActor):
             )
             self._fail_back(attempt, error)
             return
-        if refused.trial:
-            self.breaker.release_trial()  # it never went: the next attempt is the trial
+        # It never went: if it was the trial, the next attempt is (a no-op otherwise).
+        self.breaker.release(attempt.permit or REGULAR)
         self._push()
         if attempt.job.done:
             self._release(attempt)
@@ -376,24 +380,49 @@ class ProviderActor(RouterActor):
         finally:
             self._following_fleet = False
 
-    def _wait_or_fail_back(self, attempt: Attempt, wait: float) -> None:
-        """Over the client-side rate limit: wait (the last candidate, with time left) or let
-        the supervisor try the next candidate."""
+    def _wait_or_fail_back(self, attempt: Attempt, wait: float, why: str = "") -> None:
+        """Over a rate limit (the provider's Retry-After, or the client-side rpm/tpm): wait
+        (the last candidate, with time left) or let the supervisor try the next candidate."""
         if attempt.may_wait and time.monotonic() + wait < attempt.job.deadline:
             self.scheduler.call_later(wait, lambda: self._tell_self(attempt))
             return
         error = RateLimitError(
-            f"client-side rate limit (rpm={self.rpm}, tpm={self.tpm})",
+            why or f"client-side rate limit (rpm={self.rpm}, tpm={self.tpm})",
             provider=self.config.name,
             retry_after=wait,
         )
         self._fail_back(attempt, error)
 
-    def _account_failure(self, error: RouterError) -> None:
+    def _retry_later(self, attempt: Attempt, outcome: Outcome, delay: float) -> None:
+        number = attempt.number + 1
+        retry = attempt._replace(number=number, permit=None)
+        logger.debug(
+            "%s: retry %d in %.2fs after %s",
+            self.config.name,
+            attempt.number,
+            delay,
+            type(outcome.error).__name__,
+        )
+        original = outcome.attempt.reservation_id
+        if not outcome.reservation_ended or original is None:
+            self.scheduler.call_later(delay, lambda: self._tell_self(retry))
+            return
+        # The failed attempt billed what it used against its reservation: the retry needs
+        # its own, or the two together could spend more than the budget allowed.
+        retry = retry._replace(reservation_id=f"{original.partition('#')[0]}#{number}")
+        reserve = Reserve(retry, retry.candidate.estimated_cost, self.actor_ref, self.supervisor)
+        self.scheduler.call_later(delay, lambda: self._tell(self.budget, reserve))
+
+    def _account_failure(self, error: RouterError, permit: Any = REGULAR) -> None:
         if error.trips_breaker:
-            self.breaker.record_failure()
+            self.breaker.record_failure(permit)
+            wait = self.retry.server_wait(error)
+            if wait is not None:
+                until = time.monotonic() + wait
+                if self.rate_limited_until is None or until > self.rate_limited_until:
+                    self.rate_limited_until = until
         else:
-            self.breaker.release_trial()
+            self.breaker.release(permit)
         self.health.record_failure(
             f"{type(error).__name__}: {error.message}", provider_side=error.trips_breaker
         )
@@ -452,8 +481,10 @@ class ProviderActor(RouterActor):
 
     def _on_probe_result(self, result: ProbeResult) -> None:
         if result.ok:
-            if self.breaker.state == CircuitState.HALF_OPEN and self.breaker.allow_request():
-                self.breaker.record_success()
+            if self.breaker.state == CircuitState.HALF_OPEN:
+                permit = self.breaker.allow_request()  # the probe is the trial, if none is out
+                if permit is not None:
+                    self.breaker.record_success(permit)
         else:
             self.health.last_error = f"probe failed: {result.error}"
         self._push()
@@ -469,8 +500,18 @@ class ProviderActor(RouterActor):
             return "no API key"
         return None
 
-    def _rate_limit_wait(self, tokens: int) -> float:
-        return self._window.wait(self.rpm, self.tpm, tokens, self.clock())
+    def _rate_limit_wait(self, tokens: int) -> tuple[float, str]:
+        """Seconds before an attempt may be sent (0: now), and why."""
+        if self.rate_limited_until is not None:
+            wait = self.rate_limited_until - time.monotonic()
+            if wait > 0:
+                return wait, f"rate limited by the provider (retry in {wait:.1f}s)"
+            self.rate_limited_until = None
+        if self.fleet or (not self.rpm and not self.tpm):
+            # A shared fleet counts the attempt on the thread that runs it (router.fleet.gate).
+            return 0.0, ""
+        wait = self._window.wait(self.rpm, self.tpm, tokens, self.clock())
+        return wait, f"client-side rate limit (rpm={self.rpm}, tpm={self.tpm})"
 
     def _fail_back(self, attempt: Attempt, error: RouterError) -> None:
         self.supervisor.tell(
@@ -482,13 +523,19 @@ class ProviderActor(RouterActor):
             self.budget.tell(Release(attempt.reservation_id))
 
     def _tell_self(self, message: Any) -> None:
+        self._tell(self.actor_ref, message)
+
+    @staticmethod
+    def _tell(ref: Any, message: Any) -> None:
+        """Tell from a scheduler timer: a stopped router fails the job it carried."""
         try:
-            self.actor_ref.tell(message)
+            ref.tell(message)
         except pykka.ActorDeadError:
-            if isinstance(message, Attempt):
+            job = getattr(getattr(message, "attempt", message), "job", None)
+            if job is not None:
                 from router.errors import ManagerStoppedError
 
-                message.job.fail(ManagerStoppedError("the router was stopped"))
+                job.fail(ManagerStoppedError("the router was stopped"))
 
     def _circuit_changed(self, old: CircuitState, new: CircuitState) -> None:
         logger.info("%s: circuit %s -> %s", self.config.name, old.value, new.value)
@@ -529,6 +576,7 @@ class ProviderActor(RouterActor):
             output_tokens=self.health.output_tokens,
             cost=self.health.cost,
             last_error=self.health.last_error,
+            rate_limited_until=self.rate_limited_until,
         )
 
     def _push(self) -> None:
@@ -543,6 +591,7 @@ class ProviderActor(RouterActor):
                 and self.unusable_reason() is None
                 and not self.rpm
                 and not self.tpm
+                and self.rate_limited_until is None
             )
             self.doors[self.config.name] = (self.api_key,) if open_door else None
         # Published into the supervisor's snapshot cache (one atomic dict store) rather than

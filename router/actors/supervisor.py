@@ -129,6 +129,8 @@ class SupervisorActor(RouterActor):
         if job.done:
             return
         now = self.clock()
+        if len(job.candidates) > 1:
+            job.candidates = rate_limited_last(job.candidates, self.snapshots, time.monotonic())
         while job.candidates:
             candidate = job.candidates.popleft()
             reason = self._skip_reason(candidate, now)
@@ -211,6 +213,28 @@ def skip_reason(
     return None
 
 
+def rate_limited_last(
+    candidates: deque[Candidate], snapshots: dict[str, HealthSnapshot], now: float
+) -> deque[Candidate]:
+    """``candidates`` with those whose provider asked us to wait (a Retry-After still
+    running, ``rate_limited_until``) moved behind the others, in their order.
+
+    Not dropped: when every other candidate fails, the last one may still wait out the
+    provider's pause if the request's deadline allows (the provider actor decides).
+    """
+    limited = [c for c in candidates if _rate_limited(snapshots.get(c.provider), now)]
+    if not limited or len(limited) == len(candidates):
+        return candidates
+    waiting = {id(c) for c in limited}
+    return deque([c for c in candidates if id(c) not in waiting] + limited)
+
+
+def _rate_limited(snap: HealthSnapshot | None, now: float) -> bool:
+    return (
+        snap is not None and snap.rate_limited_until is not None and snap.rate_limited_until > now
+    )
+
+
 def plan_direct(
     job: Job,
     planner: Planner,
@@ -250,7 +274,10 @@ def _soonest_retry(job: Job, snapshots: dict[str, HealthSnapshot], now: float) -
     for error in job.errors.values():
         if error.retry_after is not None:
             times.append(error.retry_after)
+    mono = time.monotonic()
     for snap in snapshots.values():
         if snap.circuit_retry_at is not None and snap.circuit_retry_at > now:
             times.append(snap.circuit_retry_at - now)
+        if snap.rate_limited_until is not None and snap.rate_limited_until > mono:
+            times.append(snap.rate_limited_until - mono)
     return min(times) if times else None

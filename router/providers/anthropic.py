@@ -201,7 +201,7 @@ def _error_from_payload(
         error_message(status, str(kind) if kind else None, str(message) if message else None),
         provider=provider or None,
         status=status,
-        retry_after=retry_after_from_headers(headers) if cls is RateLimitError else None,
+        retry_after=retry_after_from_headers(headers) if cls.retryable else None,
         request_id=request_id,
     )
 
@@ -523,7 +523,7 @@ class AnthropicAdapter(ProviderAdapter):
                 error_message(status, None, body_snippet(body) or None),
                 provider=provider or None,
                 status=status,
-                retry_after=retry_after_from_headers(headers) if cls is RateLimitError else None,
+                retry_after=retry_after_from_headers(headers) if cls.retryable else None,
                 request_id=header_value(headers, "request-id"),
             )
         except Exception:  # classification must never fail, whatever the body holds

@@ -191,6 +191,8 @@ def _error_from_payload(
             retry_after = retry_after_from_headers(headers)
     else:
         cls = _CANONICAL.get(canonical) or error_for_status(status)
+        if cls.retryable:  # a 503 may say when to come back too
+            retry_after = retry_after_from_headers(headers)
     return cls(
         error_message(status, canonical or None, message or None),
         provider=provider or None,
@@ -467,7 +469,7 @@ class GoogleAdapter(ProviderAdapter):
                 error_message(status, None, body_snippet(body) or None),
                 provider=provider or None,
                 status=status,
-                retry_after=retry_after_from_headers(headers) if cls is RateLimitError else None,
+                retry_after=retry_after_from_headers(headers) if cls.retryable else None,
             )
         except Exception:  # classification must never fail, whatever the body holds
             return error_for_status(status)(

@@ -134,7 +134,7 @@ def _error_from_payload(
         cls = InvalidRequestError
     else:
         cls = error_for_status(status)
-    retry_after = retry_after_from_headers(headers) if cls is RateLimitError else None
+    retry_after = retry_after_from_headers(headers) if cls.retryable else None
     label = str(code or kind) if (code or kind) else None
     return cls(
         error_message(status, label, str(message) if message else None),
@@ -329,7 +329,7 @@ class OpenAIAdapter(ProviderAdapter):
                 error_message(status, None, body_snippet(body) or None),
                 provider=provider or None,
                 status=status,
-                retry_after=retry_after_from_headers(headers) if cls is RateLimitError else None,
+                retry_after=retry_after_from_headers(headers) if cls.retryable else None,
                 request_id=header_value(headers, "x-request-id"),
             )
         except Exception:  # classification must never fail, whatever the body holds
