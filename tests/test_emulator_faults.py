@@ -141,7 +141,9 @@ def test_stop_interrupts_a_request_stuck_in_a_timeout_fault():
     started = time.monotonic()
     server.stop()
     thread.join(5)
-    assert time.monotonic() - started < 2
+    # Not kept waiting for the 30 s stall nor for stop()'s 10 s thread join: a bound with room
+    # for a loaded machine that still tells the two apart.
+    assert time.monotonic() - started < 8
     assert len(outcome) == 1 and isinstance(outcome[0], requests.ConnectionError)
 
 
@@ -336,7 +338,9 @@ def test_stop_closes_idle_keep_alive_connections_and_joins_its_threads():
         )
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 1.0
+    # An idle keep-alive connection left open would hold its thread until stop()'s 10 s join
+    # timeout (and still be alive below); the bound leaves room for a loaded machine.
+    assert time.monotonic() - started < 8
     assert set(threading.enumerate()) - before == set()
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url + "/_emulator/health", timeout=2)

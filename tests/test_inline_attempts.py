@@ -140,11 +140,12 @@ def test_a_short_caller_deadline_bounds_the_read_and_is_no_provider_failure(make
     config = router_config(emulator)
     config["providers"][0]["timeout"] = 30.0
     manager = make_manager(config)
-    emulator.add_fault(provider="openai", kind="timeout", delay=5.0, count=1)
+    emulator.add_fault(provider="openai", kind="timeout", delay=30.0, count=1)
     started = time.monotonic()
     with pytest.raises(RequestTimeoutError):
         manager.process_request(ask(), timeout=0.3)
-    assert time.monotonic() - started < 3.0
+    # Not the 30 s stall (nor the 30 s read timeout): room for a loaded machine.
+    assert time.monotonic() - started < 15.0
     assert emulator.counters()["openai"]["timeout"] == 1
     # The attempt has already ended and was reported as cancelled, not as a failure: nothing
     # is left waiting on the stalled answer, the breaker counted nothing.
