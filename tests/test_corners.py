@@ -23,13 +23,16 @@ from typing import Any
 
 import pytest
 import responses
+from emulator_fixtures import wait_until
 from support import CHAT_URL, FAKE_OPENAI, completion, router_config
 
 from router.errors import (
     CircuitOpenError,
+    ManagerStoppedError,
     RequestTimeoutError,
     ServiceUnavailableError,
 )
+from router.ledger.memory import MemoryLedger
 from router.models import AIRequest, ProviderType
 from router.providers import get_adapter
 
@@ -152,6 +155,21 @@ def test_a_never_iterated_trial_stream_gives_everything_back_at_its_deadline(
     with pytest.raises(RequestTimeoutError):
         list(idle)  # iterating it later raises its error and sends nothing
     del idle
+
+
+def test_stop_releases_the_reservation_of_a_retry_still_waiting_for_its_timer(
+    make_manager, emulator
+):
+    ledger = MemoryLedger()
+    manager = make_manager(budgeted(emulator), ledger=ledger)
+    emulator.add_fault(provider="openai", kind="rate_limit", retry_after=0.8, count=1)
+    future = manager.submit(ask())  # one candidate: it waits 0.8 s for its retry
+    assert wait_until(lambda: manager.provider_health()["openai"].failures == 1)  # the 429 is in
+    assert reserved(manager) > 0
+    manager.stop()  # the retry's timer dies with the scheduler
+    with pytest.raises(ManagerStoppedError):
+        future.get(timeout=5)
+    assert ledger.expire(time.time() + 10**6) == 0  # no reservation was left open
 
 
 # --- item 5: Retry-After on every status that carries it -------------------------------------

@@ -104,6 +104,16 @@ class BudgetActor(RouterActor):
         self.drain_deferred()  # the last settlements land before the store closes
         if self.deferred is not None:
             self.deferred.close()
+        # The budget actor stops last: nothing in this process can settle what is still
+        # reserved (a retry or rate-limit wait whose timer died with the scheduler). Release
+        # it now rather than hold a shared ledger's budget until the reservations expire.
+        for rid in list(self._reservations):
+            try:
+                self.store.release(rid)
+            except LedgerUnavailableError as error:
+                logger.error("reservation %s not released at stop: %s", rid, error)
+                break
+        self._reservations.clear()
         self.store.close()
 
     def handle(self, message: Any) -> Any:

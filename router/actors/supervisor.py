@@ -167,8 +167,11 @@ class SupervisorActor(RouterActor):
         return skip_reason(candidate, self.snapshots, now)
 
     def _skipped(self, candidate: Candidate) -> bool:
-        # What _try_next will pass over; round-robin moves its cursor past it (strategies.py).
-        return self._skip_reason(candidate, self.clock()) is not None
+        # What _try_next will pass over (or move behind the others: a running Retry-After);
+        # round-robin moves its cursor past it (strategies.py).
+        return self._skip_reason(candidate, self.clock()) is not None or _rate_limited(
+            self.snapshots.get(candidate.provider), time.monotonic()
+        )
 
     def _on_attempt_failed(self, message: AttemptFailed) -> None:
         job, candidate, error = message.job, message.candidate, message.error
