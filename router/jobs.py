@@ -147,7 +147,9 @@ class Job:
                 return False
             self._done = True
             self._on_cancel = []
-            parked, self._parked = self._parked, []
+            parked = self._parked
+            if parked:  # none on the common path: no new list per answer
+                self._parked = []
         if self.timer is not None:
             self.timer.cancel()
         if parked:

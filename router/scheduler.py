@@ -22,18 +22,26 @@ __all__ = ["Scheduler", "TimerHandle"]
 class TimerHandle:
     """A scheduled callback; ``cancel()`` makes it a no-op (lazy deletion from the heap)."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("when", "callback", "cancelled", "_scheduler")
 
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+    def __init__(
+        self, when: float, callback: Callable[[], object], scheduler: Scheduler | None = None
+    ) -> None:
         self.when = when
         self.callback: Callable[[], object] | None = callback
         self.cancelled = False
+        self._scheduler = scheduler
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
         # Drop the callback now: a cancelled request deadline would otherwise keep its job
         # (request, response) alive in the heap until the deadline passes.
         self.callback = None
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler._cancelled += 1  # a hint for compaction (a lost update is harmless)
 
 
 class Scheduler:
@@ -47,6 +55,7 @@ class Scheduler:
         self._stopped = False
         # Heap size that triggers dropping cancelled entries (see call_at).
         self._compact_at = 1024
+        self._cancelled = 0  # about how many heap entries are cancelled (TimerHandle.cancel)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> Scheduler:
@@ -60,19 +69,23 @@ class Scheduler:
         return self.call_at(self._clock() + max(0.0, delay), callback)
 
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
-        handle = TimerHandle(when, callback)
+        handle = TimerHandle(when, callback, self)
         with self._cond:
             if self._stopped:
                 handle.cancelled = True
                 return handle
             heapq.heappush(self._heap, (when, next(self._counter), handle))
-            if len(self._heap) >= self._compact_at:
-                # Nearly every request deadline is cancelled long before it is due; without
-                # this the heap would grow with the request rate times the timeout.
-                # Amortised O(1): rebuild only when the heap has doubled since the last time.
+            size = len(self._heap)
+            if size >= self._compact_at or (self._cancelled > 64 and 2 * self._cancelled > size):
+                # Nearly every request deadline is cancelled long before it is due, and a
+                # live timer at the head (the reservation-expiry tick, a long backoff) keeps
+                # the thread from popping the cancelled ones behind it: without this the heap
+                # would grow with the request rate times the timeout. Amortised O(1): rebuild
+                # once half the heap is cancelled, or when it has doubled since the last time.
                 self._heap = [entry for entry in self._heap if not entry[2].cancelled]
                 heapq.heapify(self._heap)
                 self._compact_at = max(1024, 2 * len(self._heap))
+                self._cancelled = 0
             # Only wake the thread when the new timer is the earliest one.
             if self._heap[0][2] is handle:
                 self._cond.notify()
@@ -96,6 +109,7 @@ class Scheduler:
                     when, _, handle = self._heap[0]
                     if handle.cancelled:
                         heapq.heappop(self._heap)
+                        self._cancelled = max(0, self._cancelled - 1)
                         continue
                     delay = when - self._clock()
                     if delay <= 0:
