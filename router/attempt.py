@@ -42,7 +42,17 @@ from router.transport import HttpClient, SSEDecoder, decode_json, iter_reads
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AttemptContext", "run_attempt"]
+__all__ = ["AttemptContext", "Unbounded", "run_attempt"]
+
+
+class Unbounded:
+    """The slots of a provider without ``max_concurrency``: every attempt gets one at once."""
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +64,8 @@ class AttemptContext:
     adapter: ProviderAdapter
     client: HttpClient
     base_url: str
-    # Bounds attempts in flight to ``max_concurrency`` on any thread.
-    slots: threading.Semaphore
+    # Bounds attempts in flight to ``max_concurrency`` on any thread (``Unbounded`` if unset).
+    slots: threading.Semaphore | Unbounded
     keep_raw: bool = False
     audit: Any = None  # router.audit.AuditLog when the configuration opts in
     # router.actors.deferred.DeferredMessages: Settles are queued there instead of told

@@ -177,7 +177,9 @@ class ProviderConfig(BaseModel):
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
-    max_concurrency: int = Field(default=16, ge=1)
+    # Attempts in flight to this provider on all threads; None (the default): no cap of the
+    # router's own, the provider's limits (its 429s, the rpm/tpm set here) are what hold.
+    max_concurrency: int | None = Field(default=None, ge=1)
     health_check_interval: float | None = Field(default=None, gt=0)
 
     _disabled_reason: str | None = PrivateAttr(default=None)

@@ -50,7 +50,7 @@ class HealthSnapshot:
     p50_latency_ms: float
     p95_latency_ms: float
     in_flight: int
-    max_concurrency: int
+    max_concurrency: int | None  # None: no cap of the router's own
     requests: int
     successes: int
     failures: int
@@ -67,7 +67,7 @@ class HealthSnapshot:
 
     @property
     def load(self) -> float:
-        return self.in_flight / max(1, self.max_concurrency)
+        return self.in_flight / max(1, self.max_concurrency or 1)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -30,7 +30,7 @@ from router.actors.messages import Admitted, Attempt, Dispatch, ExpireReservatio
 from router.actors.provider import ProviderActor
 from router.actors.supervisor import SupervisorActor, plan_direct
 from router.actors.writeahead import WriteAheadSettlements, pending_directory
-from router.attempt import AttemptContext, run_attempt
+from router.attempt import AttemptContext, Unbounded, run_attempt
 from router.budget import BudgetAlert
 from router.cache import ReplayStream, ResponseCache, open_cache
 from router.catalog import Catalog, load_catalog
@@ -59,6 +59,12 @@ from router.transport import HttpClient
 logger = logging.getLogger(__name__)
 
 __all__ = ["AIProviderManager", "ChunkStream"]
+
+# A provider without ``max_concurrency`` (no cap of the router's own): keep-alive connections
+# kept per provider (more are opened when needed and closed after use), and the worker threads
+# ``submit`` runs on (callers that wait run their attempts on their own threads, uncapped).
+KEEP_ALIVE_CONNECTIONS = 1024
+SUBMIT_WORKERS = 64
 
 ConfigLike = RouterConfig | str | os.PathLike | Mapping[str, Any] | None
 
@@ -237,14 +243,15 @@ class AIProviderManager:
         )
         for provider in config.providers:
             adapter = get_adapter(provider.type)
+            limit = provider.max_concurrency
             client = HttpClient(
                 provider.name,
                 connect_timeout=provider.connect_timeout,
                 read_timeout=provider.timeout,
-                pool=provider.max_concurrency,
+                pool=limit or KEEP_ALIVE_CONNECTIONS,
             )
             executor = ThreadPoolExecutor(
-                max_workers=provider.max_concurrency, thread_name_prefix=f"router-{provider.name}"
+                max_workers=limit or SUBMIT_WORKERS, thread_name_prefix=f"router-{provider.name}"
             )
             context = AttemptContext(
                 name=provider.name,
@@ -256,7 +263,7 @@ class AIProviderManager:
                 audit=self._audit,
                 settlements=settlements,
                 outcomes=(outcomes := DeferredMessages(self._scheduler)),
-                slots=threading.Semaphore(provider.max_concurrency),
+                slots=threading.Semaphore(limit) if limit else Unbounded(),
             )
             self._clients[provider.name] = client
             self._contexts[provider.name] = context

@@ -223,12 +223,16 @@ class _Emulator:
                 _send(h, proto.models(req, self._models(provider)))
                 return
             exchange = proto.decode(req)
-            fault = self.faults.pick(provider, prefix, exchange.model)
-            if fault is not None:
-                record(fault.kind)
-                self._inject(h, proto, req, exchange, fault)
-                return
-            self._answer(h, proto, req, exchange, None, record)
+            self.counters.enter(provider)
+            try:
+                fault = self.faults.pick(provider, prefix, exchange.model)
+                if fault is not None:
+                    record(fault.kind)
+                    self._inject(h, proto, req, exchange, fault)
+                    return
+                self._answer(h, proto, req, exchange, None, record)
+            finally:
+                self.counters.leave(provider)
         except ApiError as err:
             record(err.outcome)
             _send(h, err.reply)

@@ -27,6 +27,10 @@ class Counters:
         self._by_provider: dict[str, dict[str, Any]] = {}
         self._by_prefix: dict[str, dict[str, dict[str, Any]]] = {}
         self._log: deque[dict[str, Any]] = deque(maxlen=_LOG_SIZE)
+        # Generation requests being answered now (not reset: they are still open), and the
+        # most answered at once since the last reset: how much concurrency a client achieved.
+        self._in_flight = dict.fromkeys(PROVIDERS, 0)
+        self._peak = dict.fromkeys(PROVIDERS, 0)
         self.reset()
 
     def reset(self) -> None:
@@ -35,6 +39,19 @@ class Counters:
             self._by_provider = {p: _empty() for p in PROVIDERS}
             self._by_prefix = {}
             self._log.clear()
+            self._peak = dict(self._in_flight)
+
+    def enter(self, provider: str) -> None:
+        """A generation request starts being answered."""
+        with self._lock:
+            now = self._in_flight[provider] = self._in_flight[provider] + 1
+            if now > self._peak[provider]:
+                self._peak[provider] = now
+
+    def leave(self, provider: str) -> None:
+        """Its answer is sent (or the connection failed)."""
+        with self._lock:
+            self._in_flight[provider] -= 1
 
     def record(
         self,
@@ -72,6 +89,9 @@ class Counters:
         """``{"openai": {...}, "anthropic": {...}, "google": {...}, "prefixes": {...}}``."""
         with self._lock:
             out: dict[str, Any] = copy.deepcopy(self._by_provider)
+            for provider in PROVIDERS:
+                out[provider]["in_flight"] = self._in_flight[provider]
+                out[provider]["peak_in_flight"] = self._peak[provider]
             out["prefixes"] = copy.deepcopy(self._by_prefix)
             return out
 
