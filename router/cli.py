@@ -747,7 +747,43 @@ def config_check(state: State, file: str | None, as_json: bool) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 512), default=8, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 100_000),
+    default=2048,
+    show_default=True,
+    help="Request threads at most, per worker (the pool grows with demand); each request in "
+    "flight and each open stream holds one.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Requests answered at once, per worker; past it 503 with Retry-After at once "
+    "[default: threads minus a few spare, 2000 for 2048].",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Idle keep-alive client connections kept open, per worker.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds one read or write on a client socket may wait (slow senders and readers).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (SO_REUSEPORT), each with its own manager; share "
+    "budgets and limits through a redis (or sqlite) ledger.",
+)
 @click.option(
     "--auth-token",
     envvar="ROUTER_AUTH_TOKEN",
@@ -766,29 +802,68 @@ def serve(
     host: str,
     port: int,
     threads: int,
+    max_in_flight: int | None,
+    max_connections: int,
+    timeout: float,
+    workers: int,
     auth_token: str | None,
     configure_token: str | None,
 ) -> None:
     """Serve the HTTP bridge (seed endpoints + OpenAI-compatible) until interrupted."""
     try:
+        import cheroot  # noqa: F401
+
         from router.server import serve as run_server
+        from router.server import serve_workers
     except ImportError as error:
         raise RouterCommandError(
             f"the bridge needs its extra: pip install 'router[server]' ({error.name} missing)"
         ) from None
-    with state.manager() as manager:
-        try:
+    options: dict[str, Any] = {
+        "threads": threads,
+        "max_connections": max_connections,
+        "timeout": timeout,
+        "auth_token": auth_token,
+        "configure_token": configure_token,
+    }
+    if max_in_flight is not None:
+        options["max_in_flight"] = max_in_flight
+
+    def announce(url: str) -> None:
+        click.echo(f"router bridge listening on {url}", err=True)
+
+    if workers == 1:
+        with state.manager() as manager:
+            try:
+                run_server(manager, host=host, port=port, ready=announce, **options)
+            except OSError as error:
+                raise RouterCommandError(
+                    f"cannot listen on {host}:{port}: {error.strerror}"
+                ) from None
+        return
+    config = state.config()  # refused here, before any worker starts
+    if config.ledger.type == "memory" and config.budgets:
+        raise RouterCommandError(
+            "--workers with budgets needs a shared ledger (ledger type sqlite or redis): "
+            "a memory ledger would give each worker its own budget"
+        )
+
+    # Imported once here, before the fork: each worker (and a restarted one) starts faster.
+    import router.bridge.app  # noqa: F401
+    import router.manager  # noqa: F401
+
+    def run_worker(worker_port: int, ready: Any) -> None:
+        with state.manager() as manager:
             run_server(
-                manager,
-                host=host,
-                port=port,
-                threads=threads,
-                auth_token=auth_token,
-                configure_token=configure_token,
-                ready=lambda url: click.echo(f"router bridge listening on {url}", err=True),
+                manager, host=host, port=worker_port, reuse_port=True, ready=ready, **options
             )
-        except OSError as error:
-            raise RouterCommandError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+    try:
+        status = serve_workers(run_worker, workers, host=host, port=port, ready=announce)
+    except OSError as error:
+        raise RouterCommandError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    if status:
+        raise RouterCommandError("a worker could not start; see the log above")
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""The bridge on a real waitress server: the official OpenAI SDK, SSE timing on a raw socket,
+"""The bridge on a real cheroot server: the official OpenAI SDK, SSE timing on a raw socket,
 client disconnects, and the server's lifecycle."""
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def test_stop_closes_the_socket_and_the_workers(serve, make_manager):
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/healthz", timeout=2)
     assert not [t for t in threading.enumerate() if t.name.startswith("router-bridge-")]
-    assert not [t for t in threading.enumerate() if t.name.startswith("waitress-")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("router-bridge-worker")]
 
 
 def test_server_options_need_a_manager_not_a_ready_app(make_manager):

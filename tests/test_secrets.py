@@ -1,6 +1,6 @@
 """Secrets: with real-looking keys configured, no key shows up anywhere a user or an operator
 can read — errors (message, repr, ``to_dict``, traceback), logs at DEBUG (the router's, pykka's,
-urllib3's, waitress's), stats, health, budget status, usage records, reprs, every bridge
+urllib3's, cheroot's), stats, health, budget status, usage records, reprs, every bridge
 endpoint and every CLI command — on the happy path and on every error path: a wrong key, a
 provider that is down, a timeout, a budget exceeded, and a server that echoes the key it was
 sent. ``/ai/configure`` without or with a wrong token changes nothing.
@@ -450,7 +450,7 @@ def test_no_key_at_any_bridge_endpoint_on_any_path(secret_emulator, debug_log):
             every_endpoint()
         finally:
             server.stop()
-    assert any("waitress" in line or "router.bridge" in line for line in debug_log.lines)
+    assert any("cheroot" in line or "router.bridge" in line for line in debug_log.lines)
     assert_clean(texts + debug_log.lines)
 
 

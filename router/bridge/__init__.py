@@ -4,7 +4,7 @@
     from router.bridge import create_app
 
     manager = AIProviderManager("conf/ai_providers.yaml").start()
-    app = create_app(manager)          # mount in waitress, gunicorn --threads, any framework
+    app = create_app(manager)          # mount in cheroot, gunicorn --threads, any framework
 
 One room per door, each a pair of pure translations (a body to an ``AIRequest`` and options;
 an answer, chunks or an error to the door's body or events) and the handlers that run them:
@@ -15,7 +15,7 @@ an answer, chunks or an error to the door's body or events) and the handlers tha
 Around them: ``app.py`` (routing, auth, limits, errors), ``wire.py`` (request, response,
 secrets), ``errors.py`` (status codes, body errors), ``options.py`` (strategy, selection,
 timeout), ``streaming.py`` (an SSE body that never ends silently) and ``metrics.py``
-(Prometheus). ``router.server`` runs the app on waitress. See ``docs/bridge.md``.
+(Prometheus). ``router.server`` runs the app on cheroot. See ``docs/bridge.md``.
 
 The app is thread-safe (the manager is); every request is answered by the thread the WSGI
 server calls it on, and an SSE response occupies that thread until the stream ends. Errors

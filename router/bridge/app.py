@@ -13,8 +13,9 @@ import logging
 import math
 import os
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -74,6 +75,7 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     metrics: bool = True,
     ui: bool = True,
+    max_in_flight: int | None = None,
 ) -> BridgeApp:
     """A WSGI application serving ``manager`` (see ``docs/bridge.md``).
 
@@ -85,6 +87,10 @@ def create_app(
     ``max_body_bytes`` caps request bodies (413 beyond). ``metrics`` serves ``/metrics``
     from a registry of the app's own. ``ui`` serves the status page (``/``, ``/ui``; its
     data at ``/ui/data`` needs the auth token) and records the last requests for it.
+    ``max_in_flight``: requests answered at once (a stream counts until it ends); past
+    it the bridge answers 503 with ``Retry-After`` at once instead of queueing
+    (``/healthz``, ``/metrics`` and the status page are always answered). ``None``: no limit of the app's
+    own (``router serve`` sets one from its thread count).
     """
     if auth_token is None:
         auth_token = os.environ.get(AUTH_TOKEN_ENV)
@@ -92,6 +98,8 @@ def create_app(
         configure_token = os.environ.get(CONFIGURE_TOKEN_ENV)
     if max_body_bytes <= 0:
         raise ValueError("max_body_bytes must be > 0")
+    if max_in_flight is not None and max_in_flight < 1:
+        raise ValueError("max_in_flight must be >= 1 (or None: no limit)")
     return BridgeApp(
         manager,
         auth_token=auth_token or None,
@@ -99,6 +107,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         metrics=metrics,
         ui=ui,
+        max_in_flight=max_in_flight,
     )
 
 
@@ -114,11 +123,14 @@ class BridgeApp:
         max_body_bytes: int,
         metrics: bool,
         ui: bool = True,
+        max_in_flight: int | None = None,
     ) -> None:
         self.manager = manager
         self._auth_token = auth_token
         self._configure_token = configure_token
         self._max_body = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self._admission = _Admission(max_in_flight)
         self.secrets = Secrets(manager)
         self.created = int(time.time())
         self.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created))
@@ -181,7 +193,10 @@ class BridgeApp:
                     headers=[("Allow", allowed)],
                 )
             self._authorize(route, request)
-            response = handler(request)
+            if route.name in _ALWAYS_ANSWERED:
+                response = handler(request)
+            else:
+                response = self._admitted(handler, request)
         except Exception as error:  # every failure becomes a JSON answer, never a traceback
             response = self._error_response(error, door, request)
         if method == "HEAD":
@@ -193,6 +208,35 @@ class BridgeApp:
         )
         start_response(_status_line(response.status), response.headers)
         return response.body
+
+    def _admitted(self, handler: Callable[[Request], Response], request: Request) -> Response:
+        """Run ``handler`` holding one of the ``max_in_flight`` places (503 when none is free);
+        a streamed body keeps its place until the server closes it."""
+        admission = self._admission
+        if not admission.enter():
+            raise Problem(
+                503,
+                "Overloaded",
+                f"the bridge is answering its maximum of {admission.limit} requests at once; "
+                "retry shortly",
+                code="overloaded",
+                headers=[("Retry-After", "1")],
+            )
+        try:
+            response = handler(request)
+        except BaseException:
+            admission.leave()
+            raise
+        if isinstance(response.body, list):
+            admission.leave()
+        else:
+            response.body = _Held(response.body, admission.leave)
+        return response
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered now (those counted against ``max_in_flight``)."""
+        return self._admission.count
 
     def _match(self, request: Request) -> Route:
         route, params = self._routes.match(request)
@@ -479,6 +523,52 @@ class _RouteTable:
             if route.door.claims(request):
                 return route, params
         return shared[-1], params
+
+
+# Probes and monitoring still get an answer from a bridge that is full.
+_ALWAYS_ANSWERED = frozenset(
+    {"/healthz", "/metrics", "/", "/ui", "/ui/app.js", "/ui/style.css", "/ui/data"}
+)
+
+
+class _Admission:
+    """Requests in flight against a limit (``None``: counted, never refused)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self.count >= self.limit:
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+class _Held:
+    """A streamed body that gives its admission back once, when the server closes it (PEP
+    3333: the server calls ``close()`` at the end of the response or when the client left)."""
+
+    def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
+        self._body = body
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            _close(self._body)
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 def _status_line(status: int) -> str:
