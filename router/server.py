@@ -388,6 +388,10 @@ def serve_workers(
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker: whatever happens, it never returns into the supervisor
+            # The supervisor's handlers only set its own stop flag: a SIGTERM that arrives
+            # while this worker starts must end it (serve() installs graceful ones).
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             code = 0
             try:
                 with contextlib.suppress(OSError):  # closed already for a restarted worker

@@ -195,7 +195,7 @@ def test_serve_workers_share_a_port_and_are_restarted_and_stopped(emulator, tmp_
         for _ in range(4):  # the port is served throughout
             assert requests.post(url + "/v1/chat/completions", json=CHAT, timeout=30).ok
         process.send_signal(signal.SIGTERM)
-        rest = process.communicate(timeout=40)[1]
+        rest = process.communicate(timeout=90)[1]
     finally:
         if process.poll() is None:
             process.kill()
