@@ -1,4 +1,4 @@
-"""Scenario 7: capacity of ``router serve`` with its default settings, against a slow upstream.
+"""Scenario 8: capacity of ``router serve`` with its default settings, against a slow upstream.
 
 - Open loop: ``--rate`` requests/s for ``--duration`` s, on schedule whatever the answers do,
   against an upstream that answers after ``--latency`` s (500/s x 1.5 s: ~750 calls in

@@ -56,6 +56,12 @@ def main() -> int:
         ),
         "6": (py, "bench_budget.py", ["--rounds", "2", "--pairs", "2000"] if quick else []),
         "7": (py, "bench_cache.py", ["--rounds", "2", "--hits", "1000"] if quick else []),
+        "8": (
+            py,
+            "bench_capacity.py",
+            (["--quick"] if quick else [])
+            + (["--litellm-python", args.litellm_python] if args.litellm_python else []),
+        ),
     }
     wanted = args.only.split(",") if args.only else list(scenarios)
     print_header("router benchmarks" + (" (quick)" if quick else ""))
