@@ -172,6 +172,8 @@ def litellm_proxy(python: str, upstream: str) -> Iterator[tuple[str, int]]:
             }
         ],
         "litellm_settings": {"telemetry": False, "num_retries": 0, "request_timeout": 60},
+        # The proxy refuses to start without one; the load generator sends it as its bearer.
+        "general_settings": {"master_key": KEYS["openai"]},
     }
     path = os.path.join(folder, "config.yaml")
     with open(path, "w") as handle:
