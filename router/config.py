@@ -13,9 +13,10 @@ file is), ``AI_PROVIDER_ENABLED``, ``AI_PROVIDER_DEFAULT_STRATEGY`` and
 ``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``, ``GOOGLE_API_KEY`` (or ``GEMINI_API_KEY``) (keys used when
 the file gives none). The file always wins over the environment.
 
-Relative paths in a file (``catalog``, ``ledger.path``, ``audit_log``) are relative to the file's
-directory. Every problem is reported as one line ``<file>: <key path>: <problem>``, all of them
-in one :class:`~router.errors.ConfigError`; no message ever contains an API key.
+Relative paths in a file (``catalog``, ``ledger.path``, ``audit_log``, ``mcp_servers[].cwd``)
+are relative to the file's directory. Every problem is reported as one line
+``<file>: <key path>: <problem>``, all of them in one :class:`~router.errors.ConfigError`; no
+message ever contains an API key.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "BudgetConfig",
     "ModelGroupMember",
     "LedgerConfig",
+    "MCPServerConfig",
     "CacheConfig",
     "TracingConfig",
     "RouterConfig",
@@ -419,6 +421,89 @@ class TracingConfig(BaseModel):
     capture_content: bool = False
 
 
+class MCPServerConfig(BaseModel):
+    """An MCP server the agent loop may use (see ``docs/agents.md``).
+
+    Either a local process spoken to over stdio (``command``, ``args``, ``env``, ``cwd``) or a
+    streamable-HTTP endpoint (``url``, ``headers``). ``allowed_tools`` (when given) and
+    ``denied_tools`` filter the tools the model is offered; a call to a filtered tool is never
+    sent to the server. ``timeout``: seconds a tool call may take before the model is told it
+    timed out; ``startup_timeout``: seconds to start the server and complete the handshake;
+    ``max_result_chars``: longer tool results are cut (the start is kept) with a note.
+    """
+
+    model_config = _CONFIG
+
+    name: str = Field(min_length=1)
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    # Values may be secrets (tokens for the server): kept out of repr.
+    env: dict[str, str] = Field(default_factory=dict, repr=False)
+    cwd: str | None = None
+    url: str | None = Field(default=None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    allowed_tools: tuple[str, ...] | None = None
+    denied_tools: tuple[str, ...] = ()
+    timeout: float = Field(default=60.0, gt=0)
+    startup_timeout: float = Field(default=30.0, gt=0)
+    max_result_chars: int = Field(default=20_000, ge=100)
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must contain only letters, digits, '_', '.' and '-'")
+        return value
+
+    @field_validator("args", "allowed_tools", "denied_tools", mode="before")
+    @classmethod
+    def _no_single_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("must be a list of strings")
+        return value
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> MCPServerConfig:
+        problems: list[tuple[str, str]] = []
+        if self.command is None and self.url is None:
+            problems.append(("", "needs 'command' (stdio) or 'url' (streamable HTTP)"))
+        elif self.command is not None and self.url is not None:
+            problems.append(("", "has both 'command' and 'url'; give one"))
+        elif self.command is not None:
+            if not self.command.strip():
+                problems.append(("command", "must not be empty"))
+            for key in ("headers",):
+                if getattr(self, key):
+                    problems.append((key, "is only used with 'url'"))
+        else:
+            if not re.match(r"^https?://[^/\s]+", self.url or ""):
+                problems.append(("url", "must be an http:// or https:// URL"))
+            for key in ("args", "env", "cwd"):
+                if getattr(self, key):
+                    problems.append((key, "is only used with 'command'"))
+        if problems:
+            raise _Problems(problems)
+        return self
+
+    @property
+    def transport(self) -> Literal["stdio", "http"]:
+        return "stdio" if self.command is not None else "http"
+
+    @property
+    def display_target(self) -> str:
+        """The command line or the URL without credentials (safe to print)."""
+        if self.command is not None:
+            return " ".join([self.command, *self.args])
+        return re.sub(r"(://)[^/@]*@", r"\1", self.url or "")
+
+    def offers(self, tool: str) -> bool:
+        """Whether ``tool`` passes ``allowed_tools`` / ``denied_tools``."""
+        if self.allowed_tools is not None and tool not in self.allowed_tools:
+            return False
+        return tool not in self.denied_tools
+
+
 class RouterConfig(BaseModel):
     """The whole router configuration. Immutable; build it with :func:`load_config`."""
 
@@ -437,6 +522,7 @@ class RouterConfig(BaseModel):
     catalog: str | None = None
     enabled: bool = True
     audit_log: str | None = None
+    mcp_servers: tuple[MCPServerConfig, ...] = ()
     source: str = "<dict>"
 
     @field_validator("timezone")
@@ -488,6 +574,17 @@ class RouterConfig(BaseModel):
             else:
                 first_index[provider.name] = index
         names = list(first_index)
+        server_names: dict[str, int] = {}
+        for index, server in enumerate(self.mcp_servers):
+            if server.name in server_names:
+                problems.append(
+                    (
+                        f"mcp_servers[{index}].name",
+                        f"duplicate MCP server name {server.name!r} (also mcp_servers"
+                        f"[{server_names[server.name]}])",
+                    )
+                )
+            server_names.setdefault(server.name, index)
         budget_names: dict[str, int] = {}
         kinds = [kind.value for kind in ProviderType]
         for index, budget in enumerate(self.budgets):
@@ -818,6 +915,14 @@ def config_from_dict(
     anchor = Path(base_dir) if base_dir is not None else Path.cwd()
     for key in ("catalog", "audit_log"):
         document[key] = _anchored(document.get(key), anchor)
+    servers = document.get("mcp_servers")
+    if isinstance(servers, list):
+        document["mcp_servers"] = [
+            {**server, "cwd": _anchored(server["cwd"], anchor)}
+            if isinstance(server, dict) and server.get("cwd")
+            else server
+            for server in servers
+        ]
     ledger = document.get("ledger")
     if ledger is None:
         document["ledger"] = {}

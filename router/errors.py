@@ -38,6 +38,8 @@ __all__ = [
     "RequestCancelledError",
     "ManagerStoppedError",
     "LedgerUnavailableError",
+    "MCPServerError",
+    "MaxTurnsExceededError",
 ]
 
 
@@ -46,6 +48,9 @@ class RouterError(Exception):
 
     retryable: bool = False
     trips_breaker: bool = False
+    #: On an error that ended an agent run (``run_agent``): the ``AgentResult`` of the turns
+    #: completed so far (``response`` is the last answer, if any), else None.
+    agent_result: Any = None
 
     def __init__(
         self,
@@ -237,3 +242,28 @@ class ManagerStoppedError(RouterError):
 
 class LedgerUnavailableError(RouterError):
     """The usage ledger cannot be reached and the router is configured to fail closed."""
+
+
+class MCPServerError(RouterError):
+    """An MCP server could not be started, reached or listed; ``server`` names it."""
+
+    def __init__(self, message: str, *, server: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.server = server
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.server is not None:
+            out["server"] = self.server
+        return out
+
+
+class MaxTurnsExceededError(RouterError):
+    """The agent loop made ``max_turns`` model calls and the model still asked for tools.
+
+    ``last_response`` is the last answer (with the tool calls that were not run).
+    """
+
+    def __init__(self, message: str, *, last_response: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.last_response = last_response

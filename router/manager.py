@@ -48,6 +48,7 @@ from router.health import HealthSnapshot
 from router.jobs import FINISHED, Job, JobRegistry
 from router.ledger import open_ledger
 from router.ledger.base import LedgerStore, UsageRecord
+from router.mcp.servers import MCPServers, ServerSpec
 from router.models import AIRequest, AIResponse, MCPTool, ProviderSelection, ProviderType
 from router.planner import Planner
 from router.providers import get_adapter
@@ -164,6 +165,8 @@ class AIProviderManager:
         self._tracer_provider = tracer_provider
         self._request_listeners: list[Callable[[RequestSummary], Any]] = []
         self._tracing: Any = None  # router.tracing.Tracing when opentelemetry is installed
+        self._mcp: MCPServers | None = None
+        self._agent_pool: ThreadPoolExecutor | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -190,6 +193,7 @@ class AIProviderManager:
 
                 self._audit = AuditLog(self.config.audit_log)
             self._scheduler = Scheduler().start()
+            self._mcp = MCPServers(self.config.mcp_servers)
             try:
                 self._fleet = (
                     self._fleet_store
@@ -314,7 +318,23 @@ class AIProviderManager:
             self._running = False
             for job in self._registry.pending():
                 job.fail(ManagerStoppedError("the router was stopped"))
+            self._stop_agents(timeout)
             self._teardown(timeout)
+
+    def _stop_agents(self, timeout: float) -> None:
+        """Close the MCP sessions (their processes, the loop thread), then the agent runs.
+
+        Runs in progress fail at their next step: their model calls were failed above, their
+        tool calls end with the sessions, and a new turn finds the router stopped.
+        """
+        if self._mcp is not None:
+            self._mcp.close(timeout)
+        pool, self._agent_pool = self._agent_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+            deadline = time.monotonic() + timeout
+            for thread in list(getattr(pool, "_threads", ())):
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _teardown(self, timeout: float = 10.0) -> None:
         if self._fleet_sync is not None:
@@ -353,6 +373,8 @@ class AIProviderManager:
         self._clients.clear()
         self._contexts.clear()
         self._doors.clear()
+        if self._mcp is not None:  # a start that failed half-way
+            self._mcp.close(timeout)
         self._supervisor = self._budget = self._scheduler = None
         if self._fleet is not None and self._fleet is not self._fleet_store:
             self._fleet.close()  # opened here
@@ -556,6 +578,136 @@ class AIProviderManager:
         cache = self._cache
         if response is not None and job.cache_key is not None and cache is not None:
             cache.store_response(job.cache_key, response)
+
+    # --- agents ------------------------------------------------------------------------------
+
+    @property
+    def mcp(self) -> MCPServers:
+        """The MCP servers of this manager (sessions are opened on first use)."""
+        self._require_running()
+        assert self._mcp is not None
+        return self._mcp
+
+    def _agent_run(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        mcp_servers: Sequence[ServerSpec] | None,
+        max_turns: int,
+        tool_timeout: float | None,
+        approve: Any,
+        strategy: str | None,
+        selection: ProviderSelection | Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> Any:
+        from router.agent import AgentRun
+
+        self._require_running()
+        request, selection, strategy = _prepare(
+            request, None, selection, strategy, None, self.config.default_strategy
+        )
+        if timeout is None:
+            timeout = self.config.request_timeout
+        elif timeout <= 0:
+            raise InvalidRequestError("timeout must be > 0")
+        servers = self.mcp.resolve(mcp_servers)
+        if not servers:
+            raise InvalidRequestError(
+                "no MCP server to run the agent with: configure mcp_servers or pass mcp_servers="
+            )
+        return AgentRun(
+            self,
+            request,
+            servers,
+            max_turns=max_turns,
+            tool_timeout=tool_timeout,
+            approve=approve,
+            strategy=strategy,
+            selection=selection,
+            timeout=timeout,
+        )
+
+    def run_agent(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        mcp_servers: Sequence[ServerSpec] | None = None,
+        max_turns: int = 8,
+        tool_timeout: float | None = None,
+        approve: Callable[[Any], bool] | None = None,
+        strategy: str | None = None,
+        selection: ProviderSelection | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> pykka.ThreadingFuture:
+        """Run the agent loop (model turns and MCP tool calls); a future of an ``AgentResult``.
+
+        ``mcp_servers``: configured server names and/or ad-hoc server configs (dicts); None
+        means every enabled configured server. ``max_turns``: at most this many model calls.
+        ``tool_timeout``: seconds per tool call (default: each server's ``timeout``).
+        ``approve(ToolCallRequest) -> bool``: called on the run's thread before each call; a
+        refused call is reported to the model. ``timeout``: the whole run's deadline. Errors
+        are the router's typed errors, each with ``agent_result`` (see ``docs/agents.md``).
+        """
+        run = self._agent_run(
+            request,
+            mcp_servers=mcp_servers,
+            max_turns=max_turns,
+            tool_timeout=tool_timeout,
+            approve=approve,
+            strategy=strategy,
+            selection=selection,
+            timeout=timeout,
+        )
+        future: pykka.ThreadingFuture = pykka.ThreadingFuture()
+
+        def drive() -> None:
+            steps = run.steps(stream=False)
+            try:
+                while True:
+                    next(steps)
+            except StopIteration as stop:
+                future.set(stop.value)
+            except BaseException:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception()
+
+        with self._lock:
+            self._require_running()
+            if self._agent_pool is None:
+                self._agent_pool = ThreadPoolExecutor(
+                    max_workers=32, thread_name_prefix="router-agent"
+                )
+            self._agent_pool.submit(drive)
+        return future
+
+    def stream_agent(
+        self,
+        request: AIRequest | Mapping[str, Any],
+        *,
+        mcp_servers: Sequence[ServerSpec] | None = None,
+        max_turns: int = 8,
+        tool_timeout: float | None = None,
+        approve: Callable[[Any], bool] | None = None,
+        strategy: str | None = None,
+        selection: ProviderSelection | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """The agent loop as an ``AgentStream``: model chunks and tool events, in order.
+
+        Same arguments as :meth:`run_agent`; the loop runs on the iterating thread.
+        """
+        from router.agent import AgentStream
+
+        run = self._agent_run(
+            request,
+            mcp_servers=mcp_servers,
+            max_turns=max_turns,
+            tool_timeout=tool_timeout,
+            approve=approve,
+            strategy=strategy,
+            selection=selection,
+            timeout=timeout,
+        )
+        return AgentStream(run.steps(stream=True))
 
     # --- insight -----------------------------------------------------------------------------
 

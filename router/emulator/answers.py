@@ -8,7 +8,10 @@ into an :class:`Answer` by these rules, in order:
    ``functionResponse`` parts), the answer is the text ``"Tool results: " + "; ".join(results)``
    where each result is the result's text (text blocks joined with a space; a Gemini response
    object with a single string value is unwrapped, any other object is compact JSON with
-   sorted keys).
+   sorted keys). Except when a result asks for another call: the words ``call NAME`` (any case)
+   naming an offered tool make the emulator call that tool (rule 2's arguments and parallel
+   rules), the way a model follows a tool's hint; this is how multi-turn agent loops are
+   played.
 2. **Tool calls.** When the request carries tools and tool use is not switched off, the
    emulator calls every tool whose name appears in the last user message (as a whole word,
    in order of first appearance; only the first one when parallel calls are disabled). When
@@ -124,9 +127,12 @@ def answer(conv: Conversation) -> Answer:
     """Decide the answer to a conversation (rules in the module docstring)."""
     thinking = THINKING_PREFIX + conv.last_user_text if conv.thinking else ""
     if conv.tool_results is not None:
-        full = TOOL_RESULTS_PREFIX + "; ".join(conv.tool_results)
-        return _text_answer(_json_text(conv, full), conv.max_tokens, thinking)
-    calls = _tool_calls(conv)
+        calls = _chained_calls(conv)
+        if not calls:
+            full = TOOL_RESULTS_PREFIX + "; ".join(conv.tool_results)
+            return _text_answer(_json_text(conv, full), conv.max_tokens, thinking)
+    else:
+        calls = _tool_calls(conv)
     if calls:
         tokens = sum(count_tokens(c.name) + count_tokens(c.arguments_json) for c in calls)
         thought = count_tokens(thinking)
@@ -172,6 +178,23 @@ def _tool_calls(conv: Conversation) -> list[ToolCall]:
     named = _named_in(conv.last_user_text, allowed)
     if not named and conv.tool_choice in ("required", "named"):
         named = allowed[:1]
+    if not conv.parallel:
+        named = named[:1]
+    return [ToolCall(name, example_arguments(by_name[name].schema)) for name in named]
+
+
+def _chained_calls(conv: Conversation) -> list[ToolCall]:
+    """Tools a tool result asks for with ``call NAME``."""
+    if not conv.tools or conv.tool_choice == "none" or not conv.tool_results:
+        return []
+    text = " ".join(conv.tool_results)
+    found: list[tuple[int, str]] = []
+    for tool in conv.tools:
+        match = re.search(r"(?i:\bcall)\s+" + re.escape(tool.name) + r"(?![\w-])", text)
+        if match:
+            found.append((match.start(), tool.name))
+    by_name = {tool.name: tool for tool in conv.tools}
+    named = [name for _, name in sorted(found)]
     if not conv.parallel:
         named = named[:1]
     return [ToolCall(name, example_arguments(by_name[name].schema)) for name in named]
