@@ -257,6 +257,7 @@ class AgentRun:
                         duration_ms=_ms(turn_started),
                     )
                 )
+                self._remaining()  # the deadline passed during the calls: stop here
             raise AssertionError("unreachable: the last turn returns or raises")
         except RouterError as error:
             error.agent_result = self._result()
@@ -393,7 +394,6 @@ class AgentRun:
                 records[call.id] = _record(
                     call, None, ToolOutcome("the call did not finish", "timeout")
                 )
-        self._remaining()  # the deadline passed during the calls: stop here
         return [records[call.id] for call in calls]
 
     def _refusal(self, turn: int, call: ToolCall, config: MCPServerConfig) -> str | None:
@@ -489,7 +489,9 @@ def _assistant_message(response: AIResponse) -> Message:
 
 def _record(call: ToolCall, server: str | None, outcome: ToolOutcome) -> ToolCallRecord:
     # Tool messages have no error flag in every provider's format: the text says it.
-    text = f"Error: {outcome.text}" if outcome.is_error else outcome.text
+    text = outcome.text
+    if outcome.is_error and not text.lower().startswith("error"):
+        text = f"Error: {text}"
     return ToolCallRecord(
         id=call.id,
         tool=call.name,

@@ -341,6 +341,213 @@ def _stream_to_terminal(manager: Any, request: Any, strategy: str | None, as_jso
     return response
 
 
+# --- agent, mcp -------------------------------------------------------------------------------
+
+
+def _adhoc_server(command_line: str) -> dict[str, Any]:
+    import os
+    import shlex
+
+    try:
+        words = shlex.split(command_line)
+    except ValueError as error:
+        raise RouterCommandError(f"--mcp-command: {error}", EXIT_CONFIG) from None
+    if not words:
+        raise RouterCommandError("--mcp-command: empty command", EXIT_CONFIG)
+    return {"name": "command", "command": words[0], "args": words[1:], "env": dict(os.environ)}
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--mcp", "servers", multiple=True, help="A configured MCP server (repeatable).")
+@click.option(
+    "--mcp-command",
+    "commands",
+    multiple=True,
+    help="Start this MCP server over stdio, e.g. 'uvx mcp-server-time' (repeatable).",
+)
+@click.option("--model", default=None, help="Model id, model group alias, or provider/model.")
+@click.option(
+    "--strategy",
+    type=click.Choice(
+        ["cost", "priority", "capability_based", "load_balanced", "failover", "round_robin"]
+    ),
+    default=None,
+    help="Provider selection strategy [default: from the configuration].",
+)
+@click.option("--system", default=None, help="A system prompt.")
+@click.option("--max-turns", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--tool-timeout", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole transcript as JSON.")
+@click.pass_obj
+def agent(
+    state: State,
+    prompt: str,
+    servers: tuple[str, ...],
+    commands: tuple[str, ...],
+    model: str | None,
+    strategy: str | None,
+    system: str | None,
+    max_turns: int,
+    max_tokens: int | None,
+    tool_timeout: float | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Answer PROMPT with the tools of MCP servers: the model calls them until it answers.
+
+    Without --mcp or --mcp-command every enabled configured server is used. The answer is
+    streamed and each tool call is printed as it happens; details go to stderr.
+    """
+    from router.agent import AgentEvent
+    from router.errors import RouterError
+
+    specs: list[Any] = list(servers)
+    for index, command_line in enumerate(commands):
+        spec = _adhoc_server(command_line)
+        if len(commands) > 1:
+            spec["name"] = f"command-{index + 1}"
+        specs.append(spec)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    with state.manager() as manager:
+        try:
+            stream = manager.stream_agent(
+                body,
+                mcp_servers=specs or None,
+                max_turns=max_turns,
+                tool_timeout=tool_timeout,
+                strategy=strategy,
+                timeout=timeout,
+            )
+            with stream:
+                at_line_start = True
+                for item in stream:
+                    if as_json:
+                        continue
+                    if isinstance(item, AgentEvent):
+                        if not at_line_start:
+                            click.echo("")
+                            at_line_start = True
+                        if item.type == "tool_call_started":
+                            where = f" [{item.server}]" if item.server else ""
+                            click.echo(
+                                f"[tool call] {item.tool}({json.dumps(item.arguments)}){where}"
+                            )
+                        elif item.record is not None:
+                            label = "tool error" if item.record.is_error else "tool result"
+                            click.echo(
+                                f"[{label}] {item.tool}: {_short(item.record.result)} "
+                                f"({item.record.duration_ms:.0f}ms)"
+                            )
+                    elif item.content:
+                        click.echo(item.content, nl=False)
+                        sys.stdout.flush()
+                        at_line_start = item.content.endswith("\n")
+                if not as_json and not at_line_start:
+                    click.echo("")
+                result = stream.result()
+        except RouterError as error:
+            if as_json:
+                partial = error.agent_result.transcript() if error.agent_result else None
+                _emit_json({"error": error.to_dict(), "transcript": partial})
+                raise SystemExit(EXIT_FAILED) from None
+            raise _fail(error) from None
+    if as_json:
+        _emit_json(result.transcript())
+    calls = sum(len(turn.tool_calls) for turn in result.turns)
+    click.echo(
+        f"turns={len(result.turns)} tool_calls={calls} "
+        f"tokens={result.usage.input_tokens}+{result.usage.output_tokens} "
+        f"cost={_money(result.cost)}",
+        err=True,
+    )
+
+
+@cli.group("mcp")
+def mcp_group() -> None:
+    """Inspect the configured MCP servers."""
+
+
+def _parameters(schema: dict[str, Any]) -> str:
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict) or not properties:
+        return "no arguments"
+    required = set(schema.get("required") or ())
+    parts = []
+    for name, prop in properties.items():
+        kind = prop.get("type", "any") if isinstance(prop, dict) else "any"
+        parts.append(f"{name}{'*' if name in required else ''}: {kind}")
+    return ", ".join(parts)
+
+
+@mcp_group.command("list")
+@click.option("--server", "names", multiple=True, help="Only this server (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with full input schemas).")
+@click.pass_obj
+def mcp_list(state: State, names: tuple[str, ...], as_json: bool) -> None:
+    """Connect to each configured MCP server and list its tools, parameters and which
+    providers can express each tool."""
+    from router.errors import RouterError
+    from router.mcp import MCPServers
+
+    config = state.config()
+    servers = MCPServers(config.mcp_servers)
+    try:
+        chosen = servers.configured
+        if names:
+            unknown = [n for n in names if n not in {c.name for c in chosen}]
+            if unknown:
+                known = ", ".join(c.name for c in chosen) or "none"
+                raise RouterCommandError(
+                    f"unknown MCP server '{unknown[0]}' (configured: {known})", EXIT_CONFIG
+                )
+            chosen = tuple(c for c in chosen if c.name in names)
+        try:
+            rows = servers.describe(chosen)
+        except RouterError as error:
+            raise _fail(error) from None
+    finally:
+        servers.close()
+    if as_json:
+        _emit_json({"servers": rows})
+    elif not rows:
+        click.echo("no MCP servers configured (add mcp_servers: to the configuration)")
+    for row in [] if as_json else rows:
+        head = f"{row['name']} ({row['transport']}: {row['target']}): {row['status']}"
+        if row["server"]:
+            head += f", {row['server']}"
+        if row["status"] == "connected":
+            head += f", {len(row['tools'])} tools"
+        click.echo(head)
+        if row["error"]:
+            click.echo(f"  error: {row['error']}")
+        for tool in row["tools"]:
+            providers = " ".join(k for k, ok in tool["providers"].items() if ok) or "none"
+            hidden = "" if tool["offered"] else " [not offered: allowed/denied_tools]"
+            click.echo(f"  {tool['name']}{hidden}  providers: {providers}")
+            if tool["description"]:
+                click.echo(f"    {_short(tool['description'], 100)}")
+            click.echo(f"    parameters: {_parameters(tool['input_schema'])}")
+            for kind, reason in tool["not_expressible"].items():
+                click.echo(f"    not for {kind}: {reason}")
+        for skipped in row["skipped"]:
+            click.echo(f"  {skipped['name']} [skipped: {skipped['reason']}]")
+    if any(row["status"] == "error" for row in rows):
+        raise SystemExit(EXIT_FAILED)
+
+
 # --- status, recommend, budget, models ------------------------------------------------------
 
 

@@ -4,8 +4,9 @@ Accepts JSON Schema (OpenAI ``parameters``, Anthropic ``input_schema``, Gemini
 ``parametersJsonSchema``) and Gemini's OpenAPI subset (``"type": "OBJECT"``, ``nullable``).
 Only *required* object properties (and ``const`` ones, which act as discriminators) are
 filled in; every value is the simplest one the schema allows: ``const``/first ``enum`` value,
-strings named after their property (padded to ``minLength``, cut to ``maxLength``, with a
-sample for common ``format``s), numbers at their lower bound (or 1), ``true``, arrays of
+strings named after their property (or the first example a description quotes, ``e.g.
+'Europe/London'``, when no ``format`` or ``pattern`` constrains the string; padded to
+``minLength``, cut to ``maxLength``, with a sample for common ``format``s), numbers at their lower bound (or 1), ``true``, arrays of
 ``minItems`` (at least one) items, the first non-null branch of ``anyOf``/``oneOf`` (merged
 with the schema around it), merged ``allOf``, and local ``$ref``s into ``$defs`` /
 ``definitions`` (with a depth guard so recursive schemas terminate).
@@ -14,6 +15,7 @@ with the schema around it), merged ``allOf``, and local ``$ref``s into ``$defs``
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 _FORMATS = {
@@ -141,8 +143,17 @@ def _object(schema: dict[str, Any], root: dict[str, Any], depth: int) -> dict[st
     return out
 
 
+_QUOTED_EXAMPLE = re.compile(r"e\.g\.,?\s*[(]?\s*['\"]([^'\"]{1,80})['\"]")
+
+
 def _string(schema: dict[str, Any], name: str) -> str:
     value = _FORMATS.get(str(schema.get("format", "")).lower(), name or "value")
+    description = schema.get("description")
+    if isinstance(description, str) and "format" not in schema and "pattern" not in schema:
+        # What a model does with "IANA timezone name (e.g., 'America/New_York')".
+        example = _QUOTED_EXAMPLE.search(description)
+        if example:
+            value = example.group(1)
     min_len = schema.get("minLength")
     if isinstance(min_len, int) and len(value) < min_len:
         value = value + "x" * (min_len - len(value))

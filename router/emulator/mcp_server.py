@@ -8,8 +8,8 @@ Its tools answer deterministically, and some misbehave on purpose: ``crash`` kil
 mid-call, ``hang`` never answers, ``broken`` answers ``isError``, ``huge`` returns a large text,
 ``grow`` adds a tool and sends ``notifications/tools/list_changed``, ``3d_render`` has a name
 Gemini cannot express, and ``plan_trip`` / ``loop_forever`` ask the model (the emulator) to call
-another tool, for multi-turn runs. ``meet`` returns only once two calls are in progress at the
-same time (it proves a turn's calls run concurrently). When ``MCP_CALL_LOG`` names a file, every
+another tool, for multi-turn runs. ``meet_left`` / ``meet_right`` return only once both are in
+progress at the same time (they prove a turn's calls run concurrently). When ``MCP_CALL_LOG`` names a file, every
 call appends ``{"tool", "arguments", "pid"}`` to it as a JSON line.
 
 Needs the ``mcp`` extra; imports nothing from the router.
@@ -61,19 +61,33 @@ def loop_forever() -> str:
     return "not done yet: call loop_forever again"
 
 
-@app.tool()
-async def meet(party: str) -> str:
-    """Wait until two calls of this tool are in progress at once."""
-    _record("meet", party=party)
+async def _meet(side: str) -> str:
+    _record(f"meet_{side}")
     if _meeting["event"] is None:
         _meeting["event"] = anyio.Event()
     event = _meeting["event"]
     _meeting["present"] += 1
     if _meeting["present"] >= 2:
         event.set()
-    with anyio.fail_after(20):
-        await event.wait()
-    return f"{party} met the other party"
+        _meeting["present"], _meeting["event"] = 0, None  # the next pair meets afresh
+    try:
+        with anyio.fail_after(20):
+            await event.wait()
+    except TimeoutError:
+        raise ToolError(f"meet_{side}: nobody came (the calls did not run concurrently)") from None
+    return f"{side} side met the other side"
+
+
+@app.tool()
+async def meet_left() -> str:
+    """Return once meet_right is in progress at the same time."""
+    return await _meet("left")
+
+
+@app.tool()
+async def meet_right() -> str:
+    """Return once meet_left is in progress at the same time."""
+    return await _meet("right")
 
 
 @app.tool()

@@ -9,6 +9,7 @@ session and so every server process.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
@@ -97,6 +98,10 @@ class MCPServers:
 
     def session(self, config: MCPServerConfig) -> MCPSession:
         """The one session of this server (created on first use)."""
+        if importlib.util.find_spec("mcp") is None:
+            raise MCPServerError(
+                "MCP servers need the mcp package: pip install 'router[mcp]'", server=config.name
+            )
         with self._lock:
             if self._closed:
                 raise ManagerStoppedError("the router was stopped")

@@ -1,0 +1,333 @@
+"""The agent loop: real MCP server processes, the three provider types behind the emulator,
+and every fault ending in a clear result or error with nothing left running."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import pytest
+import responses
+from mcp_support import (
+    alive,
+    calls,
+    http_playground,
+    mcp_children,
+    mcp_threads,
+    playground,
+    time_server,
+)
+from support import MODELS, router_config
+
+from router.agent import AgentEvent, AgentResult
+from router.errors import (
+    BudgetExceededError,
+    InvalidRequestError,
+    ManagerStoppedError,
+    MaxTurnsExceededError,
+    NoProviderAvailableError,
+    RequestTimeoutError,
+)
+from router.manager import AIProviderManager
+from router.models import StreamChunk
+
+
+def ask(text: str, model: str = MODELS["openai"], **extra):
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.fixture(scope="module")
+def http_url(tmp_path_factory):
+    with http_playground(tmp_path_factory.mktemp("http") / "calls.jsonl") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def call_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("agent") / "calls.jsonl"
+
+
+@pytest.fixture(scope="module")
+def manager(emulator_server, call_log, http_url):
+    """One manager for the module: its MCP servers stay connected between runs."""
+    config = router_config(
+        emulator_server,
+        request_timeout=120.0,
+        budgets=[{"name": "Daily", "daily_limit": 100.0}],
+        mcp_servers=[
+            playground(log=call_log, denied_tools=["3d_render"], max_result_chars=300),
+            time_server(),
+            {"name": "web", "url": http_url, "startup_timeout": 60},
+        ],
+    )
+    manager = AIProviderManager(config).start()
+    yield manager
+    manager.stop()
+
+
+def records_count(manager) -> int:
+    return len(manager.usage_records())
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "google"])
+def test_the_loop_runs_the_third_party_time_server_through_each_provider(manager, provider):
+    before = records_count(manager)
+    result = manager.run_agent(
+        ask("What time is it in New York? Use get_current_time", MODELS[provider]),
+        mcp_servers=["time"],
+    ).get(timeout=200)
+    assert isinstance(result, AgentResult)
+    first, last = result.turns
+    assert first.response.provider_name == provider and first.response.finish_reason == "tool_calls"
+    (call,) = first.tool_calls
+    assert (call.tool, call.server, call.arguments) == (
+        "get_current_time",
+        "time",
+        {"timezone": "America/New_York"},
+    )
+    answer = json.loads(call.result)  # mcp-server-time's own answer
+    assert answer["timezone"] == "America/New_York" and not call.is_error
+    assert last.tool_calls == () and result.response == last.response
+    assert result.content.startswith("Tool results: ") and "America/New_York" in result.content
+    # Every turn was a request of its own: reserved, settled, priced.
+    assert records_count(manager) == before + 2
+    assert result.cost == pytest.approx(first.response.cost + last.response.cost)
+    assert result.usage.input_tokens == sum(t.response.usage.input_tokens for t in result.turns)
+    assert manager.get_budget_status()["reserved"] == 0
+    # The conversation can be continued: the tool message answers the call.
+    assert [m.role for m in result.messages] == ["user", "assistant", "tool", "assistant"]
+    assert result.messages[2].tool_call_id == call.id
+
+
+@pytest.mark.parametrize(("server", "provider"), [("play", "google"), ("web", "anthropic")])
+def test_multi_turn_runs_and_parallel_calls(manager, call_log, server, provider):
+    result = manager.run_agent(
+        ask("Use meet_left and meet_right, then plan_trip", MODELS[provider]),
+        mcp_servers=[server],
+        tool_timeout=60,
+    ).get(timeout=200)
+    names = [[call.tool for call in turn.tool_calls] for turn in result.turns]
+    # Turn 1: three calls at once (the meet tools only return if both run concurrently);
+    # plan_trip's answer asks for get_weather, called in turn 2; turn 3 answers.
+    assert names == [["meet_left", "meet_right", "plan_trip"], ["get_weather"], []]
+    assert not any(call.is_error for turn in result.turns for call in turn.tool_calls)
+    assert result.turns[1].tool_calls[0].result == "Sunny, 21 C in city"
+    assert result.content == "Tool results: Sunny, 21 C in city"
+    if server == "play":
+        logged = [c["tool"] for c in calls(call_log)[-4:]]
+        assert sorted(logged[:3]) == ["meet_left", "meet_right", "plan_trip"]
+        assert logged[3] == "get_weather"
+
+
+def test_the_stream_yields_chunks_and_tool_events_in_order(manager):
+    items = []
+    with manager.stream_agent(ask("Use get_weather please"), mcp_servers=["play"]) as stream:
+        for item in stream:
+            items.append(item)
+        result = stream.result()
+    kinds = [
+        item.type if isinstance(item, AgentEvent) else ("final" if item.is_complete else "chunk")
+        for item in items
+    ]
+    started, finished = kinds.index("tool_call_started"), kinds.index("tool_result")
+    assert kinds[started - 1] == "final"  # turn 1's stream ended first
+    assert started < finished and kinds[-1] == "final"
+    text = "".join(i.content or "" for i in items[finished + 1 :] if isinstance(i, StreamChunk))
+    assert text == result.content == "Tool results: Sunny, 21 C in city"
+    event = items[finished]
+    assert event.record is not None and event.record.result == "Sunny, 21 C in city"
+    assert event.to_dict()["server"] == "play"
+    assert [t.number for t in result.turns] == [1, 2]
+
+
+def test_tool_errors_timeouts_and_huge_results_go_back_to_the_model(manager, call_log):
+    result = manager.run_agent(
+        ask("Use broken, hang and huge"), mcp_servers=["play"], tool_timeout=1.0
+    ).get(timeout=200)
+    broken, hang, huge = result.turns[0].tool_calls
+    assert (broken.error, broken.is_error) == ("tool_error", True)
+    assert broken.result == "Error executing tool broken: the database is down"
+    assert hang.error == "timeout" and "did not answer within 1s" in hang.result
+    assert huge.truncated and not huge.is_error and len(huge.result) < 400
+    assert huge.result.startswith("0123456789" * 30)
+    assert "the tool returned 200000 characters; the first 300 are shown" in huge.result
+    # The model read all three and answered.
+    assert "the database is down" in result.content and "[truncated by the router" in result.content
+    # The server that timed out a call still answers the next one.
+    assert manager.run_agent(ask("Use get_weather"), mcp_servers=["play"]).get(timeout=200).content
+
+
+def test_a_server_crash_mid_call_is_reported_and_the_next_run_reconnects(manager, call_log):
+    result = manager.run_agent(ask("Use crash"), mcp_servers=["play"]).get(timeout=200)
+    (crash,) = result.turns[0].tool_calls
+    assert crash.error == "server_error" and "closed the connection during the call" in crash.result
+    old_pid = calls(call_log)[-1]["pid"]
+    again = manager.run_agent(ask("Use get_weather"), mcp_servers=["play"]).get(timeout=200)
+    assert again.turns[0].tool_calls[0].result == "Sunny, 21 C in city"
+    assert calls(call_log)[-1]["pid"] != old_pid and not alive(old_pid)
+    assert len(mcp_children()) == 2  # play (restarted) and time: one process each
+
+
+def test_unknown_tools_and_refused_calls_are_error_results(manager, call_log):
+    teleport = {"name": "teleport", "inputSchema": {"type": "object", "properties": {}}}
+    logged = len(calls(call_log))
+    result = manager.run_agent(
+        ask("Use teleport and get_weather", tools=[teleport]),
+        mcp_servers=["play"],
+        approve=lambda call: call.tool != "get_weather",
+    ).get(timeout=200)
+    unknown, refused = result.turns[0].tool_calls
+    assert (
+        unknown.error == "unknown_tool" and "no MCP server of this run offers it" in unknown.result
+    )
+    assert refused.error == "refused" and "refused by the user" in refused.result
+    assert len(calls(call_log)) == logged  # neither reached the server
+    assert result.content.startswith("Tool results: Error: unknown tool 'teleport'")
+
+
+def test_a_tool_gemini_cannot_express(manager):
+    # "web" lists 3d_render (no denied_tools): Gemini alone cannot take the request...
+    with pytest.raises(NoProviderAvailableError) as error:
+        manager.run_agent(ask("Use get_weather", MODELS["google"]), mcp_servers=["web"]).get(
+            timeout=200
+        )
+    assert "tool '3d_render' cannot be expressed for google" in str(error.value)
+    assert error.value.agent_result is not None and error.value.agent_result.turns == ()
+    # ...a model group fails over to a provider that can...
+    result = manager.run_agent(
+        ask("Use get_weather", "fast"),
+        mcp_servers=["web"],
+        selection={"preferred_providers": ["google"]},
+    ).get(timeout=200)
+    assert {t.response.provider_name for t in result.turns} <= {"openai", "anthropic"}
+    # ...and hiding the tool (denied_tools, as "play" does) lets Gemini run it.
+    result = manager.run_agent(ask("Use get_weather", MODELS["google"]), mcp_servers=["play"]).get(
+        timeout=200
+    )
+    assert result.turns[0].response.provider_name == "google"
+
+
+def test_max_turns_stops_with_the_last_answer(manager, call_log):
+    before, logged = records_count(manager), len(calls(call_log))
+    with pytest.raises(MaxTurnsExceededError) as error:
+        manager.run_agent(ask("Use loop_forever"), mcp_servers=["play"], max_turns=2).get(
+            timeout=200
+        )
+    assert error.value.last_response.tool_calls[0].name == "loop_forever"
+    partial = error.value.agent_result
+    assert len(partial.turns) == 2 and partial.response == error.value.last_response
+    assert partial.turns[1].tool_calls[0].error == "not_run"
+    assert records_count(manager) == before + 2  # two model calls, no more
+    assert [c["tool"] for c in calls(call_log)[logged:]] == ["loop_forever"]
+
+
+def test_the_budget_runs_out_on_turn_3(manager):
+    def spend_the_rest(call):
+        if call.turn == 2:  # after two settled turns, leave no room for a third
+            spent = manager.get_budget_status()["spent_today"]
+            manager.update_budget("Daily", daily_limit=spent + 1e-9)
+        return True
+
+    try:
+        with pytest.raises(BudgetExceededError) as error:
+            manager.run_agent(
+                ask("Use loop_forever"), mcp_servers=["play"], approve=spend_the_rest
+            ).get(timeout=200)
+    finally:
+        manager.update_budget("Daily", daily_limit=100.0)
+    assert error.value.budget == "Daily"
+    assert [t.number for t in error.value.agent_result.turns] == [1, 2]
+    assert manager.get_budget_status()["reserved"] == 0
+
+
+def test_the_deadline_is_a_typed_error(manager):
+    with pytest.raises(RequestTimeoutError, match="did not finish within 1.5s") as error:
+        manager.run_agent(ask("Use hang"), mcp_servers=["play"], tool_timeout=60, timeout=1.5).get(
+            timeout=200
+        )
+    assert error.value.agent_result is not None
+    assert manager.get_budget_status()["reserved"] == 0
+
+
+def test_bad_arguments_are_refused_in_the_callers_thread(manager):
+    with pytest.raises(InvalidRequestError, match="unknown MCP server 'nope'"):
+        manager.run_agent(ask("hi"), mcp_servers=["nope"])
+    with pytest.raises(InvalidRequestError, match="max_turns must be >= 1"):
+        manager.run_agent(ask("hi"), mcp_servers=["play"], max_turns=0)
+    with pytest.raises(InvalidRequestError, match="invalid MCP server: command"):
+        manager.run_agent(ask("hi"), mcp_servers=[{"name": "x", "command": " "}])
+
+
+def test_provider_opaque_data_goes_back_on_the_next_turn(http_url):
+    base = "https://gemini.test"
+    config = {
+        "providers": [{"type": "google", "api_key": "AIza-test", "base_url": base}],
+        "ledger": {"type": "memory"},
+        "mcp_servers": [
+            {"name": "web", "url": http_url, "startup_timeout": 60, "denied_tools": ["3d_render"]}
+        ],
+    }
+    first = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {
+                            "functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+                            "thoughtSignature": "c2lnbmF0dXJlLTE=",
+                        }
+                    ],
+                },
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 4, "totalTokenCount": 16},
+    }
+    final = {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": "It is sunny."}]},
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 4, "totalTokenCount": 34},
+    }
+    url = re.compile(re.escape(base) + r"/v1beta/models/gemini-1\.5-flash:generateContent")
+    with (
+        AIProviderManager(config) as manager,
+        responses.RequestsMock(assert_all_requests_are_fired=True) as mock,
+    ):
+        mock.add(responses.POST, url, json=first)
+        mock.add(responses.POST, url, json=final)
+        result = manager.run_agent(
+            ask("weather in Oslo?", "gemini-1.5-flash"), mcp_servers=["web"]
+        ).get(timeout=200)
+        second = json.loads(mock.calls[1].request.body)
+    assert result.content == "It is sunny."
+    model_turn, tool_turn = second["contents"][1:]
+    assert model_turn["parts"][0]["thoughtSignature"] == "c2lnbmF0dXJlLTE="
+    assert model_turn["parts"][0]["functionCall"]["name"] == "get_weather"
+    response = tool_turn["parts"][0]["functionResponse"]
+    assert response["name"] == "get_weather" and "Sunny, 21 C in Oslo" in json.dumps(response)
+
+
+def test_stop_during_a_run_ends_it_and_leaves_nothing_running(manager, call_log):
+    asked = threading.Event()
+
+    def approve(call):
+        asked.set()
+        return True
+
+    future = manager.run_agent(
+        ask("Use hang"), mcp_servers=["play"], tool_timeout=60, approve=approve
+    )
+    assert asked.wait(200)
+    pids = {c["pid"] for c in calls(call_log)}
+    manager.stop()
+    with pytest.raises((ManagerStoppedError, RequestTimeoutError)):
+        future.get(timeout=30)
+    assert not [pid for pid in pids if alive(pid)]
+    assert not mcp_children()
+    assert not mcp_threads()
