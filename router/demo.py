@@ -2,14 +2,18 @@
 
 No keys and no network: an emulator on a free loopback port plays OpenAI, Anthropic and
 Gemini. The demo runs a request under each strategy, a streamed answer, a tool-call round trip,
-a structured (JSON Schema) answer and a reasoning answer from each provider, a failover, a
-circuit opening and recovering, and a budget alert, then prints spend and health.
+a structured (JSON Schema) answer and a reasoning answer from each provider, an agent run
+against a local MCP server (the playground the tests use, when the ``mcp`` extra is installed),
+a failover, a circuit opening and recovering, and a budget alert, then prints spend and health.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from router.emulator import EmulatorServer
@@ -69,6 +73,17 @@ def demo_config(emulator: EmulatorServer, *, recovery_timeout: float = 1.0) -> d
         ],
         "ledger": {"type": "memory"},
         "request_timeout": 20.0,
+        "mcp_servers": [
+            {
+                "name": "playground",
+                "command": sys.executable,
+                "args": ["-m", "router.emulator.mcp_server"],
+                # The server imports this copy of the router, wherever it is installed.
+                "env": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+                "denied_tools": ["3d_render"],  # a name Gemini cannot take
+                "startup_timeout": 60.0,
+            }
+        ],
     }
 
 
@@ -161,6 +176,10 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
         config = demo_config(emulator)
         with AIProviderManager(config, alert_callbacks=[on_alert]) as manager:
             say(f"router demo: emulator on {emulator.url} playing OpenAI, Anthropic and Gemini\n")
+            if importlib.util.find_spec("mcp") is not None:
+                # Start the MCP server now, so it is ready by the agent step.
+                (playground,) = manager.mcp.resolve(["playground"])
+                manager.mcp.submit(manager.mcp.session(playground).tools())
 
             say("1. One request under each strategy (model group 'fast')")
             rows = []
@@ -257,13 +276,16 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
                 say("\n5. Reasoning: the model thinks first (effort 'low')")
                 results["reasoning"] = _reasoning_step(plain, say)
 
-            say("\n6. OpenAI fails (HTTP 500): the router fails over")
+            say("\n6. An agent run: the router calls the tools of an MCP server itself")
+            results["agent"] = _agent_step(manager, say)
+
+            say("\n7. OpenAI fails (HTTP 500): the router fails over")
             emulator.add_fault(provider="openai", kind="server_error", count=2)
             response = manager.process_request(_ask("Are you there?"), strategy="priority")
             say(f"   priority prefers openai; answered by {response.provider_name}")
             results["failover"] = {"answered_by": response.provider_name}
 
-            say("\n7. A circuit opens after 3 failures and recovers")
+            say("\n8. A circuit opens after 3 failures and recovers")
             emulator.add_fault(provider="openai", kind="unavailable")
             for _ in range(3):
                 manager.process_request(_ask("ping"), strategy="priority")
@@ -283,7 +305,7 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
                 "after": closed,
             }
 
-            say("\n8. Spending against the $0.0003 daily budget: alerts, then a refusal")
+            say("\n9. Spending against the $0.0003 daily budget: alerts, then a refusal")
             spent_requests, refusal = 0, None
             for _ in range(60):
                 try:
@@ -300,7 +322,7 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
             say(f"   {spent_requests} requests fitted; then refused before spending: {refusal}")
             results["budget"] = {"requests": spent_requests, "alerts": alerts, "refusal": refusal}
 
-            say("\n9. Spend and health")
+            say("\n10. Spend and health")
             stats = manager.get_manager_stats()
             status = manager.get_budget_status()
             for name, snap in stats["providers"].items():
@@ -331,3 +353,34 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
     results["elapsed_s"] = round(time.monotonic() - started, 2)
     say(f"\ndone in {results['elapsed_s']:.1f}s")
     return results
+
+
+def _agent_step(manager: AIProviderManager, say: Any) -> dict[str, Any]:
+    """Plan a trip with the playground MCP server's tools; print each call as it happens."""
+    from router.agent import AgentEvent
+
+    if importlib.util.find_spec("mcp") is None:
+        say("   skipped: needs the MCP SDK (pip install 'router[mcp]')")
+        return {"skipped": "the mcp package is not installed"}
+    request = _ask("Plan a trip to Lisbon: use plan_trip", max_tokens=60)
+    try:
+        with manager.stream_agent(request, mcp_servers=["playground"], timeout=120) as stream:
+            for item in stream:
+                if isinstance(item, AgentEvent) and item.type == "tool_call_started":
+                    say(
+                        f"   turn {item.turn}: the model calls {item.tool}({json.dumps(item.arguments)})"
+                    )
+                elif isinstance(item, AgentEvent) and item.record is not None:
+                    say(f"   turn {item.turn}: {item.tool} answered: {item.record.result}")
+            result = stream.result()
+    except RouterError as error:
+        say(f"   the agent run failed: {type(error).__name__}: {error.message}")
+        return {"error": f"{type(error).__name__}: {error.message}"}
+    say(f"   final answer after {len(result.turns)} turns: {result.content}")
+    say(f"   cost ${result.cost:.6f} ({', '.join(t.response.provider_name for t in result.turns)})")
+    return {
+        "turns": len(result.turns),
+        "tool_calls": [call.tool for turn in result.turns for call in turn.tool_calls],
+        "answer": result.content,
+        "cost": result.cost,
+    }

@@ -3,12 +3,16 @@ and every fault ending in a clear result or error with nothing left running."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 import threading
 
 import pytest
 import responses
+import yaml
+from click.testing import CliRunner
 from mcp_support import (
     alive,
     calls,
@@ -21,6 +25,8 @@ from mcp_support import (
 from support import MODELS, router_config
 
 from router.agent import AgentEvent, AgentResult
+from router.bridge import create_app
+from router.cli import cli
 from router.errors import (
     BudgetExceededError,
     InvalidRequestError,
@@ -311,6 +317,117 @@ def test_provider_opaque_data_goes_back_on_the_next_turn(http_url):
     assert model_turn["parts"][0]["functionCall"]["name"] == "get_weather"
     response = tool_turn["parts"][0]["functionResponse"]
     assert response["name"] == "get_weather" and "Sunny, 21 C in Oslo" in json.dumps(response)
+
+
+def post(app, body):
+    """POST ``body`` to ``/ai/generate`` through the WSGI app: (status, headers, body bytes)."""
+    data = json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/ai/generate",
+        "SERVER_NAME": "test",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(data),
+        "CONTENT_LENGTH": str(len(data)),
+    }
+    seen = []
+    result = app(environ, lambda status, headers, exc_info=None: seen.append((status, headers)))
+    try:
+        payload = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return int(seen[0][0].split()[0]), dict(seen[0][1]), payload
+
+
+def sse(payload: bytes) -> list[tuple[str, dict]]:
+    events = []
+    for block in payload.decode().split("\n\n"):
+        if block.strip():
+            name, data = block.split("\n", 1)
+            events.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return events
+
+
+def test_the_bridge_runs_the_loop_and_streams_tool_events(manager):
+    app = create_app(manager, auth_token="")
+    body = ask("Use get_current_time", MODELS["anthropic"], mcp_servers=["time"])
+    status, headers, payload = post(app, body)
+    assert status == 200, payload
+    answer = json.loads(payload)
+    assert answer["content"].startswith("Tool results: ") and answer["provider_name"] == "anthropic"
+    (turn1, turn2) = answer["agent"]["turns"]
+    assert turn1["tool_calls"][0]["tool"] == "get_current_time"
+    assert json.loads(turn1["tool_calls"][0]["result"])["timezone"] == "America/New_York"
+
+    status, headers, payload = post(app, {**body, "stream": True})
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    names = [name for name, _ in sse(payload)]
+    assert names.index("turn") < names.index("tool_call_started") < names.index("tool_result")
+    assert names[-1] == "done" and "chunk" in names[names.index("tool_result") :]
+    done = sse(payload)[-1][1]
+    assert done["content"].startswith("Tool results: ") and len(done["turns"]) == 2
+
+    # Names only: a request cannot start processes.
+    status, _, payload = post(app, {**body, "mcp_servers": [{"command": "rm"}]})
+    assert status == 400 and b"configured MCP server names" in payload
+    status, _, payload = post(app, {**body, "mcp_servers": ["nope"]})
+    assert status == 400 and b"unknown MCP server 'nope'" in payload
+    body = ask("Use loop_forever", mcp_servers=["play"], max_turns=1, stream=True)
+    status, _, payload = post(app, body)
+    name, data = sse(payload)[-1]
+    assert name == "error" and data["error"]["type"] == "MaxTurnsExceededError"
+    assert len(data["transcript"]["turns"]) == 1
+
+
+def test_the_cli_streams_the_answer_and_the_tool_calls(manager, emulator_server, tmp_path):
+    running = set(mcp_children())  # the module manager's servers
+    config = router_config(emulator_server, mcp_servers=[time_server()])
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        ["--config", str(path), "agent", "Use get_current_time", "--model", MODELS["google"]],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == '[tool call] get_current_time({"timezone": "America/New_York"}) [time]'
+    assert lines[1].startswith("[tool result] get_current_time: {")
+    assert lines[2].startswith("Tool results: ") and "America/New_York" in lines[2]
+    assert "turns=2 tool_calls=1" in result.stderr
+
+    command = f"{sys.executable} -m mcp_server_time --local-timezone UTC"
+    result = runner.invoke(
+        cli,
+        [
+            "--config",
+            str(path),
+            "agent",
+            "Use get_current_time",
+            "--mcp-command",
+            command,
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    transcript = json.loads(result.stdout)
+    (call,) = transcript["turns"][0]["tool_calls"]
+    assert (call["tool"], call["server"], call["is_error"]) == (
+        "get_current_time",
+        "command",
+        False,
+    )
+    assert transcript["content"].startswith("Tool results: ")
+
+    result = runner.invoke(
+        cli, ["--config", str(path), "agent", "hi", "--mcp-command", "/nonexistent/server"]
+    )
+    assert result.exit_code == 1
+    assert "command not found: /nonexistent/server" in result.stderr
+    assert set(mcp_children()) == running  # the CLI's managers stopped their servers
 
 
 def test_stop_during_a_run_ends_it_and_leaves_nothing_running(manager, call_log):

@@ -292,6 +292,8 @@ def test_demo_json_shows_every_scenario():
     assert data["failover"]["answered_by"] != "openai"
     assert data["circuit"]["opened"] == "open" and data["circuit"]["after"] == "closed"
     assert data["tools"]["tool_call"]["name"] == "get_weather"
+    assert data["agent"]["tool_calls"] == ["plan_trip", "get_weather"]
+    assert data["agent"]["answer"] == "Tool results: Sunny, 21 C in city"
     assert data["budget"]["alerts"] and data["budget"]["refusal"]
     assert data["stream"]["first_chunk_s"] < data["stream"]["last_chunk_s"]
     assert [row["parsed"]["guests"] for row in data["structured"]] == [["guests"]] * 3

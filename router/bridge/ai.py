@@ -131,13 +131,27 @@ class AIDoor:
         return failure_body(failure)
 
     def generate(self, request: Request) -> Response:
+        body = request.json()
+        if "mcp_servers" in body:
+            return self._generate_agent(body)
         bridge = self.bridge
-        ai_request, options = generate_request(request.json())
+        ai_request, options = generate_request(body)
         ai_request, options = bridge.with_router_headers(request, ai_request, options)
         if ai_request.stream:
             return bridge.stream("generate", ai_request, options, GenerateEvents(bridge.secrets))
         response = bridge.answer("generate", ai_request, options)
         return bridge.json(200, answer_body(response), served_by(response), scrub=False)
+
+    def _generate_agent(self, body: dict[str, Any]) -> Response:
+        """The agent loop over the body's MCP servers (see :mod:`router.bridge.agent`)."""
+        from router.bridge.agent import AGENT_FIELDS, agent_options, answer_agent, stream_agent
+
+        agent = agent_options(body)
+        options = route_options(body)
+        ai_request = _ai_request(body, (*ROUTE_FIELDS, *AGENT_FIELDS))
+        if ai_request.stream:
+            return stream_agent(self.bridge, ai_request, options, agent)
+        return answer_agent(self.bridge, ai_request, options, agent)
 
     def status(self, request: Request) -> Response:
         stats = self.bridge.manager.get_manager_stats()

@@ -20,6 +20,8 @@ from router.errors import (
     InvalidRequestError,
     LedgerUnavailableError,
     ManagerStoppedError,
+    MaxTurnsExceededError,
+    MCPServerError,
     ModelNotFoundError,
     NoProviderAvailableError,
     ProviderError,
@@ -59,6 +61,9 @@ _STATUS: tuple[tuple[type[RouterError], int], ...] = (
     (RequestCancelledError, 503),
     (ConfigError, 500),
     (ProviderError, 502),
+    # An MCP server failed, or the model kept asking for tools: upstream trouble, not ours.
+    (MCPServerError, 502),
+    (MaxTurnsExceededError, 502),
 )
 
 
