@@ -30,6 +30,7 @@ from router.errors import (
     InvalidRequestError,
     ManagerStoppedError,
     MaxTurnsExceededError,
+    MCPServerError,
     RequestTimeoutError,
     RouterError,
     StreamInterruptedError,
@@ -260,6 +261,13 @@ class AgentRun:
                 self._remaining()  # the deadline passed during the calls: stop here
             raise AssertionError("unreachable: the last turn returns or raises")
         except RouterError as error:
+            if isinstance(error, RequestTimeoutError) and time.monotonic() >= self._deadline:
+                # A turn cut short by the run's deadline: say so in the run's terms.
+                timeout = RequestTimeoutError(
+                    f"the agent run did not finish within {self._timeout:g}s"
+                )
+                timeout.agent_result = self._result()
+                raise timeout from error
             error.agent_result = self._result()
             raise
 
@@ -273,7 +281,13 @@ class AgentRun:
 
     def _tools(self, *, refresh: bool) -> tuple[MCPTool, ...]:
         """The request's own tools plus every offered tool of the run's servers."""
-        listing = self._mcp.list_tools(self._servers, refresh=refresh, timeout=self._remaining())
+        try:
+            listing = self._mcp.list_tools(
+                self._servers, refresh=refresh, timeout=self._remaining()
+            )
+        except MCPServerError:
+            self._remaining()  # a listing cut short by the deadline is the deadline's error
+            raise
         own = {tool.name for tool in self._request.tools}
         owners: dict[str, MCPServerConfig] = {}
         tools: list[MCPTool] = list(self._request.tools)

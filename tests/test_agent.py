@@ -283,7 +283,9 @@ def test_provider_opaque_data_goes_back_on_the_next_turn(http_url):
                         {
                             "functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
                             "thoughtSignature": "c2lnbmF0dXJlLTE=",
-                        }
+                        },
+                        # A tool no server offers (a model making one up).
+                        {"functionCall": {"name": "book_flight", "args": {"to": "Oslo"}}},
                     ],
                 },
                 "finishReason": "STOP",
@@ -317,6 +319,9 @@ def test_provider_opaque_data_goes_back_on_the_next_turn(http_url):
     assert model_turn["parts"][0]["functionCall"]["name"] == "get_weather"
     response = tool_turn["parts"][0]["functionResponse"]
     assert response["name"] == "get_weather" and "Sunny, 21 C in Oslo" in json.dumps(response)
+    made_up = tool_turn["parts"][1]["functionResponse"]
+    assert made_up["name"] == "book_flight" and "unknown tool 'book_flight'" in json.dumps(made_up)
+    assert result.turns[0].tool_calls[1].error == "unknown_tool"
 
 
 def post(app, body):

@@ -354,7 +354,14 @@ class MCPSession:
                 )
             return done(f"the MCP server '{self.name}' answered: {error}", "tool_error")
         except Exception as error:  # noqa: BLE001 - a malformed answer, a broken transport
-            self._drop(client)
+            broken = (
+                OSError,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                anyio.EndOfStream,
+            )
+            if isinstance(_leaf(error), broken):
+                self._drop(client)  # the next use reconnects
             return done(
                 f"the call to MCP server '{self.name}' failed: {_leaf(error)}", "server_error"
             )
