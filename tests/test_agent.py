@@ -265,6 +265,29 @@ def test_bad_arguments_are_refused_in_the_callers_thread(manager):
         manager.run_agent(ask("hi"), mcp_servers=[{"name": "x", "command": " "}])
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_thinking_blocks_and_their_signatures_go_back_between_turns(manager, streamed):
+    # With thinking on, the emulator (as Anthropic) refuses a tool loop whose assistant turn
+    # does not start with its thinking block, signature intact.
+    request = ask(
+        "What time is it? Use get_current_time",
+        "claude-haiku-4-5",
+        reasoning={"budget_tokens": 1024},
+        max_tokens=2048,
+    )
+    if streamed:
+        with manager.stream_agent(request, mcp_servers=["time"]) as stream:
+            thoughts = [i.reasoning for i in stream if isinstance(i, StreamChunk) and i.reasoning]
+            result = stream.result()
+        assert thoughts
+    else:
+        result = manager.run_agent(request, mcp_servers=["time"]).get(timeout=200)
+    first, last = result.turns
+    assert first.response.reasoning and "signature" in json.dumps(first.response.provider_data)
+    assert first.tool_calls[0].tool == "get_current_time" and not first.tool_calls[0].is_error
+    assert last.response.content.startswith("Tool results: ")
+
+
 def test_provider_opaque_data_goes_back_on_the_next_turn(http_url):
     base = "https://gemini.test"
     config = {
