@@ -298,7 +298,9 @@ def test_demo_json_shows_every_scenario():
     assert data["stream"]["first_chunk_s"] < data["stream"]["last_chunk_s"]
     assert [row["parsed"]["guests"] for row in data["structured"]] == [["guests"]] * 3
     assert all(row["reasoning_tokens"] > 0 for row in data["reasoning"])
-    assert data["elapsed_s"] < 30
+    # A few seconds unloaded; the agent step starts a Python MCP server (~2 s of imports), and a
+    # loaded 2-core machine can take ten times that.
+    assert data["elapsed_s"] < 90
 
 
 def test_serve_runs_the_bridge_until_terminated(config_file):
