@@ -6,16 +6,14 @@ same format extends it: new ids are added, and an entry whose id already exists 
 the built-in entry key by key (so ``{gpt-4o: {input_price: 2.0}}`` changes only that price).
 
 :func:`price` is the only place where tokens become dollars; tracking, budgets, recommendations
-and the cost strategy all call it. :func:`estimate_tokens` and :func:`estimate_request_tokens`
-are the deliberately simple, conservative estimates used to reserve budget before a request is
-sent (the real usage settles it afterwards).
+and the cost strategy all call it. Token estimates and the input bound budgets reserve live in
+:mod:`router.tokens` (the estimates are re-exported here).
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -28,7 +26,15 @@ from typing import Any
 import yaml
 
 from router.errors import ConfigError
-from router.models import AIRequest, ProviderCapability, ProviderType, Usage
+from router.models import ProviderCapability, ProviderType, Usage
+from router.tokens import (  # re-exported: estimates used to live here
+    IMAGE_TOKENS,
+    MESSAGE_OVERHEAD_TOKENS,
+    REPLY_OVERHEAD_TOKENS,
+    TOOL_OVERHEAD_TOKENS,
+    estimate_request_tokens,
+    estimate_tokens,
+)
 
 __all__ = [
     "ModelInfo",
@@ -50,17 +56,6 @@ __all__ = [
 #: ``legacy``: deprecated or retired by the provider, kept so old configs and ledgers still price.
 #: User catalogs may use other tier names.
 TIERS: tuple[str, ...] = ("flagship", "balanced", "fast", "legacy")
-
-#: Tokens counted per image in :func:`estimate_request_tokens`. Providers bill an image by its
-#: size (OpenAI high detail: up to ~1,100; Anthropic: up to ~1,600 for a 1.15-megapixel image;
-#: Gemini: 258); the estimate takes the largest so a budget reservation is never too small.
-IMAGE_TOKENS = 1600
-#: Per-message framing tokens (role markers and separators; OpenAI documents 3-4).
-MESSAGE_OVERHEAD_TOKENS = 4
-#: Per-tool framing tokens on top of the tool's JSON definition.
-TOOL_OVERHEAD_TOKENS = 8
-#: Tokens that prime the reply, once per request.
-REPLY_OVERHEAD_TOKENS = 3
 
 _MILLION = 1_000_000.0
 _FIELDS = (
@@ -499,41 +494,3 @@ def price(info: ModelInfo, usage: Usage) -> float:
         + written_1h * info.cache_write_price("1h")
         + usage.output_tokens * info.output_price
     ) / _MILLION
-
-
-def estimate_tokens(text: str) -> int:
-    """A fast, deliberately generous token estimate for ``text``.
-
-    ASCII text: one token per 4 characters, rounded up (English prose averages about 4 characters
-    per token in every provider's tokenizer). Each non-ASCII character counts as one token, since
-    CJK and other scripts run close to a token per character.
-    """
-    if not text:
-        return 0
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return math.ceil(ascii_chars / 4) + (len(text) - ascii_chars)
-
-
-def estimate_request_tokens(request: AIRequest) -> int:
-    """An estimate of the input tokens ``request`` will be billed for.
-
-    Sums :func:`estimate_tokens` of every message's text and tool-call arguments,
-    :data:`MESSAGE_OVERHEAD_TOKENS` per message, :data:`IMAGE_TOKENS` per image, each tool's JSON
-    definition (name, description, input schema) plus :data:`TOOL_OVERHEAD_TOKENS`, and
-    :data:`REPLY_OVERHEAD_TOKENS` once. Used to reserve budget; the real usage settles it.
-    """
-    total = REPLY_OVERHEAD_TOKENS
-    for message in request.messages:
-        total += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message.text())
-        if isinstance(message.content, list):
-            total += IMAGE_TOKENS * sum(1 for part in message.content if part.type == "image_url")
-        for call in message.tool_calls or ():
-            total += estimate_tokens(call.function.name) + estimate_tokens(call.function.arguments)
-    for tool in request.tools:
-        definition = json.dumps(
-            {"name": tool.name, "description": tool.description, "parameters": tool.inputSchema},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-        total += TOOL_OVERHEAD_TOKENS + estimate_tokens(definition)
-    return total

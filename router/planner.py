@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from router.budget import worst_case_cost
-from router.catalog import Catalog, ModelInfo, estimate_request_tokens
+from router.catalog import Catalog, ModelInfo
 from router.config import ProviderConfig, RouterConfig
 from router.errors import BudgetExceededError, ModelNotFoundError
 from router.models import AIRequest, ProviderCapability, ProviderSelection, ProviderType
 from router.params import output_ceiling, refusal, unsupported
 from router.strategies import Candidate
+from router.tokens import input_token_bound, measure_request
 from router.tools import check_tool
 
 __all__ = ["Planner", "Plan", "DEFAULT_MODELS", "EXPECTED_OUTPUT_TOKENS"]
@@ -101,10 +102,14 @@ class Planner:
 
     def plan(self, request: AIRequest, selection: ProviderSelection | None) -> Plan:
         selection = selection or ProviderSelection()
-        input_tokens = estimate_request_tokens(request)
+        # Two input figures: the typical estimate (context window, rate limits, ranking) and,
+        # per candidate, the provable bound a budget reserves (router.tokens).
+        measure = measure_request(request)
+        input_tokens = measure.typical
         # One output length for every candidate: ranking by each model's own maximum would
         # make a model look dearer for being able to write more.
         expected_out = request.max_tokens or EXPECTED_OUTPUT_TOKENS
+        cache_writes = _cache_write_ttls(request)
         plan = Plan(candidates=[], estimated_input_tokens=input_tokens)
         needed = _needed_capabilities(request, selection)
         limits = [
@@ -124,10 +129,11 @@ class Planner:
                 # Reasoning's thinking budget comes on top of max_tokens; a prompt written to
                 # the cache is billed at the (dearer) cache-write price.
                 max_out = output_ceiling(request, info.max_output_tokens)
-                input_price = info.input_price
-                if request.cache_ttl is not None or request.prompt_cache_key is not None:
-                    input_price = max(input_price, info.cache_write_price(request.cache_ttl))
-                estimate = worst_case_cost(input_tokens, max_out, input_price, info.output_price)
+                input_price = max(
+                    [info.input_price, *(info.cache_write_price(ttl) for ttl in cache_writes)]
+                )
+                bound = input_token_bound(measure, provider.type, model)
+                estimate = worst_case_cost(bound, max_out, input_price, info.output_price)
                 expected = worst_case_cost(
                     input_tokens, expected_out, info.input_price, info.output_price
                 )
@@ -203,6 +209,24 @@ class Planner:
             if why:
                 return f"tool '{tool.name}' cannot be expressed for {provider.type.value}: {why}"
         return refusal(unsupported(request, provider.type, info), request)
+
+
+def _cache_write_ttls(request: AIRequest) -> set[str]:
+    """The prompt-cache TTLs the request may be billed writes at: automatic caching's, a cache
+    key's (priced like a 5-minute write; providers without write prices bill the input price),
+    and each explicit ``cache_control`` breakpoint's."""
+    ttls: set[str] = set()
+    if request.cache_ttl is not None:
+        ttls.add(request.cache_ttl)
+    if request.prompt_cache_key is not None:
+        ttls.add("5m")
+    for message in request.messages:
+        if isinstance(message.content, list):
+            for part in message.content:
+                control = getattr(part, "cache_control", None)
+                if control is not None:
+                    ttls.add(control.ttl or "5m")
+    return ttls
 
 
 def _serves(provider: ProviderConfig, info: ModelInfo) -> bool:

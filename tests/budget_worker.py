@@ -51,13 +51,12 @@ def make_request() -> AIRequest:
 
 def worst_case() -> float:
     """The reservation one request makes, in dollars."""
-    from router.catalog import estimate_request_tokens, load_catalog
+    from router.catalog import load_catalog
+    from router.tokens import request_input_bound
 
     info = load_catalog().require(MODEL)
-    request = make_request()
-    return (
-        estimate_request_tokens(request) * info.input_price + MAX_TOKENS * info.output_price
-    ) / 1e6
+    bound = request_input_bound(make_request(), info.provider, MODEL)
+    return (bound * info.input_price + MAX_TOKENS * info.output_price) / 1e6
 
 
 def router_config(settings: dict[str, Any]) -> dict[str, Any]:

@@ -174,11 +174,13 @@ def test_two_hundred_concurrent_callers_get_every_future_resolved_once(make_mana
 
 
 def test_a_budget_is_never_overspent_by_concurrent_requests(make_manager, emulator):
-    from router.catalog import estimate_request_tokens, load_catalog
+    from router.catalog import load_catalog
+    from router.tokens import request_input_bound
 
     request = ask("Please answer briefly", model="gpt-4o-mini", max_tokens=40)
     info = load_catalog().require("gpt-4o-mini")
-    worst = (estimate_request_tokens(request) * info.input_price + 40 * info.output_price) / 1e6
+    bound = request_input_bound(request, "openai", "gpt-4o-mini")
+    worst = (bound * info.input_price + 40 * info.output_price) / 1e6
     limit = worst * 50
     config = router_config(emulator, budgets=[{"name": "Monthly", "monthly_limit": limit}])
     manager = make_manager(config)
