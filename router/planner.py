@@ -134,9 +134,10 @@ class Planner:
                 )
                 bound = input_token_bound(measure, provider.type, model)
                 estimate = worst_case_cost(bound, max_out, input_price, info.output_price)
-                expected = worst_case_cost(
-                    input_tokens, expected_out, info.input_price, info.output_price
-                )
+                # Catalog prices are validated finite and >= 0: no need to check them again.
+                expected = (
+                    input_tokens * info.input_price + expected_out * info.output_price
+                ) / 1_000_000
             if reason is None:
                 for name, limit in limits:
                     if estimate is None:

@@ -210,8 +210,8 @@ class RoundRobinUnderSkips(RuleBasedStateMachine):
 
 TestRoundRobinUnderSkips = RoundRobinUnderSkips.TestCase
 TestRoundRobinUnderSkips.settings = settings(
-    max_examples=50,
-    stateful_step_count=25,
+    max_examples=30,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
