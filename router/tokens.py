@@ -186,11 +186,25 @@ def measure_request(request: AIRequest) -> RequestMeasure:
         text += _utf8(definition)
         allowance += _json_allowance(definition)
         typical += TOOL_OVERHEAD_TOKENS + estimate_tokens(definition)
+    tools = len(request.tools)
+    response_format = request.response_format
+    if response_format is not None and response_format.type != "text":
+        # A schema is sent as the provider's structured-output setting or, where that is
+        # missing, as a forced tool: counted like one more tool definition.
+        fmt = response_format.json_schema
+        definition = json.dumps(
+            fmt.model_dump(by_alias=True) if fmt is not None else {"type": "json_object"},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        text += _utf8(definition)
+        allowance += _json_allowance(definition)
+        tools += 1
     core = text + allowance + MESSAGE_BOUND_TOKENS * len(messages) + PART_BOUND_TOKENS * parts
     if images is None:
-        return RequestMeasure(typical, core, len(request.tools), ())
+        return RequestMeasure(typical, core, tools, ())
     typical += IMAGE_TOKENS * len(images)
-    return RequestMeasure(typical, core, len(request.tools), tuple(images))
+    return RequestMeasure(typical, core, tools, tuple(images))
 
 
 def estimate_tokens(text: str) -> int:
