@@ -140,6 +140,8 @@ def unsupported(
     if thinking and caps is not None and ProviderCapability.REASONING not in caps:
         no("reasoning", "the model does not reason")
     if thinking and kind is ProviderType.ANTHROPIC:
+        if request.tool_choice not in (None, "auto", "none"):
+            no("tool_choice", "Anthropic does not allow forcing a tool together with thinking")
         if request.temperature is not None and request.temperature != 1:
             no("temperature", "Anthropic allows no temperature other than 1 with thinking")
         if request.top_p is not None and request.top_p < 0.95:
