@@ -51,6 +51,25 @@ MIN_ANTHROPIC_BUDGET = 1024
 ANSWER_TOOL = "json_answer"
 
 _OPENAI = (ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE)
+# The request fields some provider cannot honour (temperature, top_p and tool_choice only
+# matter together with reasoning).
+_SURFACE = frozenset(
+    {
+        "response_format",
+        "reasoning",
+        "seed",
+        "top_k",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "verbosity",
+        "parallel_tool_calls",
+        "user",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+    }
+)
 
 
 class Unsupported(NamedTuple):
@@ -107,6 +126,8 @@ def unsupported(
 ) -> list[Unsupported]:
     """Every parameter of ``request`` that ``provider_type`` (serving ``info``'s model, None
     when the catalog does not know it) cannot honour."""
+    if not request.model_fields_set & _SURFACE:
+        return []  # the common request: nothing any provider could fail to honour
     kind = ProviderType(provider_type)
     caps = _caps(info)
     out: list[Unsupported] = []
