@@ -51,6 +51,25 @@ MIN_ANTHROPIC_BUDGET = 1024
 ANSWER_TOOL = "json_answer"
 
 _OPENAI = (ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE)
+# The request fields some provider cannot honour (temperature, top_p and tool_choice only
+# matter together with reasoning).
+_SURFACE = frozenset(
+    {
+        "response_format",
+        "reasoning",
+        "seed",
+        "top_k",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "verbosity",
+        "parallel_tool_calls",
+        "user",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+    }
+)
 
 
 class Unsupported(NamedTuple):
@@ -107,6 +126,8 @@ def unsupported(
 ) -> list[Unsupported]:
     """Every parameter of ``request`` that ``provider_type`` (serving ``info``'s model, None
     when the catalog does not know it) cannot honour."""
+    if not request.model_fields_set & _SURFACE:
+        return []  # the common request: nothing any provider could fail to honour
     kind = ProviderType(provider_type)
     caps = _caps(info)
     out: list[Unsupported] = []
@@ -140,6 +161,8 @@ def unsupported(
     if thinking and caps is not None and ProviderCapability.REASONING not in caps:
         no("reasoning", "the model does not reason")
     if thinking and kind is ProviderType.ANTHROPIC:
+        if request.tool_choice not in (None, "auto", "none"):
+            no("tool_choice", "Anthropic does not allow forcing a tool together with thinking")
         if request.temperature is not None and request.temperature != 1:
             no("temperature", "Anthropic allows no temperature other than 1 with thinking")
         if request.top_p is not None and request.top_p < 0.95:

@@ -104,6 +104,26 @@ FEATURES: dict[str, dict[str, Any]] = {
             {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {}}]},
         ]
     },
+    "thinking_history": {
+        "reasoning": {"budget_tokens": 2048},
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "Use get_weather for Oslo"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "toolu_1", "function": {"name": "get_weather", "arguments": "{}"}}
+                ],
+                "provider_data": {
+                    "thinking_blocks": [
+                        {"type": "thinking", "thinking": "Oslo?", "signature": "c2ln"},
+                        {"type": "redacted_thinking", "data": "ZGF0YQ=="},
+                    ]
+                },
+            },
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "cold"},
+        ],
+    },
     "params": {
         "seed": 7,
         "top_k": 5,
@@ -222,6 +242,11 @@ def _planner(emulator: Any) -> Planner:
             "forced tool, which Anthropic does not allow together with thinking",
         ),
         ("claude-sonnet-4-6", {"reasoning": "low", "temperature": 0.2}, "temperature"),
+        (
+            "claude-sonnet-4-6",
+            {"reasoning": "low", "tools": TOOLS, "tool_choice": "required"},
+            "tool_choice: Anthropic does not allow forcing a tool together with thinking",
+        ),
     ],
 )
 def test_candidates_that_cannot_honour_a_parameter_are_refused(emulator, model, fields, reason):

@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 import pytest
+import requests
 from pydantic import BaseModel
 
 from router.server import BridgeServer
@@ -27,12 +28,39 @@ class Invite(BaseModel):
 
 
 @pytest.fixture
-def sdk(make_manager) -> Iterator[openai.OpenAI]:
+def server(make_manager) -> Iterator[BridgeServer]:
     server = BridgeServer(make_manager(), threads=4, auth_token="").start()
     try:
-        yield openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=20)
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=20)
+
+
+def test_ai_generate_takes_the_request_surface(server):
+    body = {
+        **_ask(model="gemini-2.5-flash"),
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"schema": Invite.model_json_schema()},
+        },
+        "reasoning": {"effort": "low"},
+        "user": "u-9",
+    }
+    answer = requests.post(server.url + "/ai/generate", json=body, timeout=20).json()
+    assert Invite.model_validate(answer["parsed"]) == Invite.model_validate_json(answer["content"])
+    assert answer["reasoning"] == "Thinking about: Invite Ada"
+    assert answer["usage"]["reasoning_tokens"] > 0
+    assert answer["dropped_params"] == ["user: Gemini takes no end-user id"]
+    cut = {**body, "max_tokens": 2, "reasoning": None}  # no thinking budget on top
+    broken = requests.post(server.url + "/ai/generate", json=cut, timeout=20)
+    assert broken.status_code == 502
+    error = broken.json()["error"]
+    assert error["type"] == "StructuredOutputError" and error["raw_text"]
 
 
 def _ask(**extra: Any) -> dict[str, Any]:

@@ -409,7 +409,9 @@ class AnthropicAdapter(ProviderAdapter):
                 [request.stop] if isinstance(request.stop, str) else list(request.stop)
             )
         tools = translate_tools(request.tools, self.provider_type) if request.tools else []
-        choice = _tool_choice(request.tool_choice) if request.tool_choice is not None else None
+        choice = None
+        if request.tool_choice is not None and "tool_choice" not in skip:
+            choice = _tool_choice(request.tool_choice)
         fmt = request.response_format
         if fmt is not None and fmt.type != "text" and "response_format" not in skip:
             schema = fmt.answer_schema or {"type": "object"}

@@ -357,7 +357,10 @@ class GoogleAdapter(ProviderAdapter):
                 if uses_native_schema(info):
                     generation["responseJsonSchema"] = schema
                 else:
-                    generation["responseSchema"] = gemini_schema(schema)
+                    try:
+                        generation["responseSchema"] = gemini_schema(schema)
+                    except ValueError as exc:
+                        raise InvalidRequestError(f"response_format: {exc}") from None
         for name, key in (
             ("seed", "seed"),
             ("top_k", "topK"),
