@@ -111,9 +111,16 @@ class RequestTrace:
             ("gen_ai.request.max_tokens", request.max_tokens),
             ("gen_ai.request.temperature", request.temperature),
             ("gen_ai.request.top_p", request.top_p),
+            ("gen_ai.request.top_k", getattr(request, "top_k", None)),
+            ("gen_ai.request.seed", getattr(request, "seed", None)),
+            ("gen_ai.request.frequency_penalty", getattr(request, "frequency_penalty", None)),
+            ("gen_ai.request.presence_penalty", getattr(request, "presence_penalty", None)),
         ):
             if value is not None:
                 attributes[name] = value
+        fmt = getattr(request, "response_format", None)
+        if fmt is not None:
+            attributes["gen_ai.output.type"] = "text" if fmt.type == "text" else "json"
         if request.stop is not None:
             stop = request.stop
             attributes["gen_ai.request.stop_sequences"] = [stop] if isinstance(stop, str) else stop
@@ -219,11 +226,15 @@ class RequestTrace:
     def answered(self, response: Any) -> None:
         span = self.span
         system = _system(response.provider) if response.provider is not None else None
+        usage = response.usage
         attributes: dict[str, Any] = {
             "gen_ai.response.model": response.model,
             "gen_ai.response.finish_reasons": [response.finish_reason],
-            "gen_ai.usage.input_tokens": response.usage.input_tokens,
-            "gen_ai.usage.output_tokens": response.usage.output_tokens,
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "gen_ai.usage.cache_read_input_tokens": usage.cached_input_tokens,
+            "gen_ai.usage.cache_creation_input_tokens": getattr(usage, "cache_write_tokens", 0),
+            "gen_ai.usage.reasoning_output_tokens": getattr(usage, "reasoning_tokens", 0),
             "router.provider": response.provider_name,
             "router.cost_usd": response.cost,
             "router.cache.hit": response.cached,

@@ -102,6 +102,7 @@ class TestKey:
 def test_a_replayed_stream_reassembles_into_the_same_answer():
     answer = AIResponse(
         content="Let me look.",
+        reasoning="The user wants the weather.",
         tool_calls=(ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"}),),
         finish_reason="tool_calls",
         usage=Usage(input_tokens=12, output_tokens=7),
@@ -116,6 +117,7 @@ def test_a_replayed_stream_reassembles_into_the_same_answer():
     assert final.is_complete and final.finish_reason == "tool_calls"
     assert final.usage == answer.usage and final.provider_name == "openai"
     rebuilt = accumulator.response(usage=final.usage, model="gpt-4o-mini")
+    assert chunks[0].reasoning == answer.reasoning
     assert rebuilt.content == answer.content
     assert rebuilt.tool_calls == answer.tool_calls
 

@@ -13,6 +13,7 @@ from support import KEYS, router_config
 
 from router.activity import Activity, RequestSummary
 from router.cli import cli
+from router.errors import RouterError
 from router.server import BridgeServer
 
 TOKEN = "ui-token-0123456789"
@@ -62,7 +63,7 @@ def test_the_data_shows_providers_budgets_groups_and_recent_requests_without_con
     manager.process_request(ask(model="claude-3-haiku-20240307"))
     emulator.add_fault(provider="openai", kind="server_error", count=2)
     for _ in range(2):
-        with pytest.raises(Exception):  # noqa: B017 - the breaker is what matters here
+        with pytest.raises(RouterError):
             manager.process_request(ask("fail"))
     data = get(server, "/ui/data").json()
     providers = {p["name"]: p for p in data["providers"]}

@@ -42,14 +42,15 @@ def test_a_request_and_its_attempt_carry_the_genai_attributes_and_no_content(
     make_manager, emulator, spans
 ):
     manager = make_manager(tracer_provider=spans.provider)
-    answer = manager.process_request(ask(max_tokens=50, temperature=0.0))
+    answer = manager.process_request(ask(max_tokens=50, temperature=0.0, seed=7))
     request, (attempt,) = split(spans)
     attrs = dict(request.attributes)
     assert request.name == "chat gpt-4o-mini"
     assert attrs["gen_ai.operation.name"] == "chat"
     assert attrs["gen_ai.request.model"] == "gpt-4o-mini"
     assert attrs["gen_ai.request.max_tokens"] == 50
-    assert attrs["gen_ai.request.temperature"] == 0.0
+    assert attrs["gen_ai.request.temperature"] == 0.0 and attrs["gen_ai.request.seed"] == 7
+    assert attrs["gen_ai.usage.cache_read_input_tokens"] == answer.usage.cached_input_tokens
     assert attrs["gen_ai.system"] == "openai"
     assert attrs["gen_ai.usage.input_tokens"] == answer.usage.input_tokens
     assert attrs["gen_ai.usage.output_tokens"] == answer.usage.output_tokens

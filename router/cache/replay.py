@@ -1,7 +1,7 @@
 """A cached answer played back as a stream, for ``stream_request`` hits.
 
-The chunks are what a live stream of the same answer would deliver, at once: the text in one
-chunk, each tool call as one delta with its whole arguments, then the final chunk (finish
+The chunks are what a live stream of the same answer would deliver, at once: the reasoning (if
+any) in one chunk, the text in one chunk, each tool call as one delta with its whole arguments, then the final chunk (finish
 reason, usage, ``cost`` 0, who served). It behaves like :class:`~router.streams.ChunkStream`
 (iterate, ``future``, ``close``, ``with``) and says ``cached = True``.
 """
@@ -27,6 +27,8 @@ def replay_chunks(response: AIResponse) -> list[StreamChunk]:
         "model": response.model,
     }
     chunks = []
+    if response.reasoning:
+        chunks.append(StreamChunk(reasoning=response.reasoning, **who))
     if response.content:
         chunks.append(StreamChunk(content=response.content, **who))
     if response.tool_calls:
@@ -49,6 +51,8 @@ def replay_chunks(response: AIResponse) -> list[StreamChunk]:
             cost=response.cost,
             request_id=response.request_id,
             provider_data=response.provider_data,
+            parsed=response.parsed,
+            dropped_params=response.dropped_params,
             **who,
         )
     )
