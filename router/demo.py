@@ -266,8 +266,9 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
                 "answer": final_answer.content,
             }
 
-            # Structured outputs and reasoning use current models, whose worst case (a thinking
-            # budget on top) is beyond the demo's tiny daily budget: a manager without one.
+            # Structured outputs, reasoning and the agent run reserve more than the demo's tiny
+            # daily budget allows (a thinking budget; several turns, each reserving its provable
+            # input bound): a manager without one, so step 9 still has its budget to spend.
             unbudgeted = {**config, "budgets": []}
             with AIProviderManager(unbudgeted) as plain:
                 say("\n4. A structured answer (a JSON Schema) from each provider")
@@ -276,8 +277,8 @@ def run_demo(out: TextIO | None = None) -> dict[str, Any]:
                 say("\n5. Reasoning: the model thinks first (effort 'low')")
                 results["reasoning"] = _reasoning_step(plain, say)
 
-            say("\n6. An agent run: the router calls the tools of an MCP server itself")
-            results["agent"] = _agent_step(manager, say)
+                say("\n6. An agent run: the router calls the tools of an MCP server itself")
+                results["agent"] = _agent_step(plain, say)
 
             say("\n7. OpenAI fails (HTTP 500): the router fails over")
             emulator.add_fault(provider="openai", kind="server_error", count=2)
