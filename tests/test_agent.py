@@ -476,3 +476,35 @@ def test_stop_during_a_run_ends_it_and_leaves_nothing_running(manager, call_log)
     assert not [pid for pid in pids if alive(pid)]
     assert not mcp_children()
     assert not mcp_threads()
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "google"])
+def test_every_face_runs_the_third_party_server_through_each_provider(
+    emulator_server, tmp_path, provider
+):
+    """The CLI and the bridge, like the Python API, run mcp-server-time through each provider."""
+    config = router_config(emulator_server, mcp_servers=[time_server()])
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(path), "agent", "Use get_current_time", "--model", MODELS[provider]],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == '[tool call] get_current_time({"timezone": "America/New_York"}) [time]'
+    assert lines[1].startswith("[tool result] get_current_time: ")
+    answer_text = result.stdout.split("\nTool results: ", 1)[1]  # may span lines (JSON)
+    assert "America/New_York" in answer_text
+
+    with AIProviderManager(config) as manager:
+        app = create_app(manager, auth_token="")
+        request = ask("Use get_current_time", MODELS[provider], mcp_servers=["time"])
+        status, _, payload = post(app, request)
+    assert status == 200, payload
+    answer = json.loads(payload)
+    assert answer["provider_name"] == provider
+    (call,) = answer["agent"]["turns"][0]["tool_calls"]
+    assert call["tool"] == "get_current_time"
+    assert json.loads(call["result"])["timezone"] == "America/New_York"
