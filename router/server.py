@@ -278,13 +278,46 @@ class BridgeServer:
         self.stop()
 
 
+class _StopFlag:
+    """A stop request that a signal handler may set: an ``Event``-like flag on a self-pipe.
+
+    ``threading.Event.set`` takes the lock that ``Event.wait`` holds, so a handler that runs
+    in the main thread while the main thread waits deadlocks (seen as a supervisor that never
+    exits on SIGTERM). Writing a byte to a non-blocking pipe takes no Python lock.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        with contextlib.suppress(OSError):  # the pipe is full: a wake-up is pending already
+            os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        if not self._set:
+            with contextlib.suppress(InterruptedError):
+                select.select([self._read], [], [], max(0.0, timeout))
+        return self._set
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGTERM (systemd, docker stop) or SIGINT (Ctrl-C), in the main thread."""
-    stop = threading.Event()
+def _stop_on_signals() -> Iterator[threading.Event | _StopFlag]:
+    """A flag set by SIGTERM (systemd, docker stop) or SIGINT (Ctrl-C), in the main thread."""
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        yield threading.Event()
         return
+    stop = _StopFlag()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
@@ -293,6 +326,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        stop.close()
 
 
 def serve(

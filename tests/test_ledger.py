@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -403,3 +404,48 @@ def test_two_processes_never_both_pass_the_last_dollar(tmp_path):
     # Tight: after the run there is not room left for one more worst-case hold.
     assert store.reserve("one-more", HOLD, [SHARED], expires_at=LATER) is not None
     store.close()
+
+
+
+
+# Run in a fresh single-threaded interpreter: it forks pairs of children that open one new
+# file at the same moment, the way `router serve --workers 2` starts with a new SQLite ledger.
+_OPEN_FRESH_FILES_IN_PAIRS = """
+import os, sys
+from router.errors import LedgerUnavailableError
+from router.ledger.sqlite import SQLiteLedger
+failures = 0
+for n in range(int(sys.argv[2])):
+    path = os.path.join(sys.argv[1], f"fresh-{n}.sqlite3")
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                SQLiteLedger(path).close()
+                os._exit(0)
+            except LedgerUnavailableError as exc:
+                print(exc, file=sys.stderr)
+                os._exit(1)
+        pids.append(pid)
+    failures += sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 for pid in pids)
+print(failures)
+"""
+
+
+def test_two_processes_open_one_fresh_file_at_once(tmp_path):
+    # SQLite refuses the switch to WAL at once ("database is locked", without waiting) while
+    # the sibling holds the lock for its own switch: before the retry about 1 pair in 3 failed.
+    rounds = 60
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_FRESH_FILES_IN_PAIRS, str(tmp_path), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", done.stderr
+    for n in range(rounds):
+        store = SQLiteLedger(tmp_path / f"fresh-{n}.sqlite3")
+        assert store.record_count() == 0
+        store.close()

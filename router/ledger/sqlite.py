@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -128,7 +129,7 @@ class SQLiteLedger(LedgerStore):
     def _setup(self) -> None:
         with self._errors("open"):
             self._db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._db.execute("PRAGMA synchronous = NORMAL")
         # Two processes may open a fresh file at once: create the schema under the write lock.
         with self._transaction("open") as db:
@@ -144,6 +145,24 @@ class SQLiteLedger(LedgerStore):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _enable_wal(self) -> None:
+        # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database
+        # is locked" at once, without its busy handler, while another process (a sibling
+        # worker starting at the same moment) holds it: retry until the busy timeout.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        delay = 0.005
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
