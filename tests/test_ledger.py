@@ -406,8 +406,6 @@ def test_two_processes_never_both_pass_the_last_dollar(tmp_path):
     store.close()
 
 
-
-
 # Run in a fresh single-threaded interpreter: it forks pairs of children that open one new
 # file at the same moment, the way `router serve --workers 2` starts with a new SQLite ledger.
 _OPEN_FRESH_FILES_IN_PAIRS = """
