@@ -66,11 +66,12 @@ class State:
             raise _fail(error) from None
 
     @contextmanager
-    def manager(self) -> Iterator[Any]:
+    def manager(self, config: Any = None) -> Iterator[Any]:
+        """A started manager for ``config`` (default: the one at ``config_path``)."""
         from router.errors import RouterError
         from router.manager import AIProviderManager
 
-        config = self.config()
+        config = self.config() if config is None else config
         try:
             manager = AIProviderManager(config).start()
         except RouterError as error:
@@ -81,6 +82,20 @@ class State:
             yield manager
         finally:
             manager.stop()
+
+
+def _parse_workers(_ctx: Any, _param: Any, value: Any) -> int | None:
+    """``--workers``: a count from 1 to 256, or ``auto`` (None: decided from the config)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'") from None
+    if not 1 <= count <= 256:
+        raise click.BadParameter(f"{count} is not in the range 1 to 256")
+    return count
 
 
 def _emit_json(data: Any) -> None:
@@ -985,11 +1000,12 @@ def config_check(state: State, file: str | None, as_json: bool) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(1, 256),
-    default=1,
+    callback=_parse_workers,
+    default="auto",
     show_default=True,
-    help="Processes sharing the port (SO_REUSEPORT), each with its own manager; share "
-    "budgets and limits through a redis (or sqlite) ledger.",
+    help="Processes sharing the port (SO_REUSEPORT), each with its own manager. auto: one "
+    "per CPU when the ledger is sqlite or redis and /ai/configure is off, else 1. Without "
+    "redis each worker enforces an even share of every rpm, tpm and max_concurrency.",
 )
 @click.option(
     "--auth-token",
@@ -1012,7 +1028,7 @@ def serve(
     max_in_flight: int | None,
     max_connections: int,
     timeout: float,
-    workers: int,
+    workers: int | None,
     auth_token: str | None,
     configure_token: str | None,
 ) -> None:
@@ -1039,8 +1055,14 @@ def serve(
     def announce(url: str) -> None:
         click.echo(f"router bridge listening on {url}", err=True)
 
+    config = state.config()  # refused here, before any worker starts
+    if workers is None:
+        from router.worker_plan import auto_workers
+
+        workers, why = auto_workers(config, configure_enabled=configure_token is not None)
+        logging.getLogger("router.server").info("--workers auto: %d (%s)", workers, why)
     if workers == 1:
-        with state.manager() as manager:
+        with state.manager(config) as manager:
             try:
                 run_server(manager, host=host, port=port, ready=announce, **options)
             except OSError as error:
@@ -1048,7 +1070,6 @@ def serve(
                     f"cannot listen on {host}:{port}: {error.strerror}"
                 ) from None
         return
-    config = state.config()  # refused here, before any worker starts
     if config.ledger.type == "memory" and config.budgets:
         raise RouterCommandError(
             "--workers with budgets needs a shared ledger (ledger type sqlite or redis): "
@@ -1059,8 +1080,12 @@ def serve(
     import router.bridge.app  # noqa: F401
     import router.manager  # noqa: F401
 
+    from router.worker_plan import config_for_worker
+
+    worker_config = config_for_worker(config, workers)
+
     def run_worker(worker_port: int, ready: Any) -> None:
-        with state.manager() as manager:
+        with state.manager(worker_config) as manager:
             run_server(
                 manager, host=host, port=worker_port, reuse_port=True, ready=ready, **options
             )

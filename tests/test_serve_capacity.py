@@ -234,3 +234,107 @@ def test_a_signal_during_the_stop_wait_stops_the_server_and_never_deadlocks():
         timeout=60,
     )
     assert done.stdout.strip() == "stopped every time", done.stderr
+
+
+# --- --workers auto, and limits split among workers -------------------------------------------
+
+
+def _start_serve(config: dict[str, Any], tmp_path: Any, *options: str) -> tuple[Any, str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "--config", str(path), "serve", "--port", "0"]
+        + ["--threads", "32", *options],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    if "listening on http://127.0.0.1:" not in line:
+        process.kill()
+        raise AssertionError(line + process.communicate(timeout=30)[1])
+    return process, line.rsplit(" ", 1)[1].strip()
+
+
+def _stop_serve(process: Any) -> str:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    rest = process.communicate(timeout=90)[1]
+    assert process.returncode == 0, rest
+    assert "Traceback" not in rest, rest
+    return rest
+
+
+def test_serve_runs_one_worker_per_cpu_by_default_with_a_shared_ledger(emulator, tmp_path):
+    from router.worker_plan import available_cpus
+
+    config = router_config(emulator)
+    config["ledger"] = {"type": "sqlite", "path": str(tmp_path / "ledger.db")}
+    process, url = _start_serve(config, tmp_path)
+    try:
+        workers = _children(process.pid)
+        expected = available_cpus()
+        assert len(workers) == (expected if expected > 1 else 0)  # one: served in-process
+        assert requests.post(url + "/v1/chat/completions", json=CHAT, timeout=30).ok
+    finally:
+        _stop_serve(process)
+
+
+def test_serve_runs_one_process_by_default_with_a_memory_ledger(emulator, tmp_path):
+    process, url = _start_serve(router_config(emulator), tmp_path)
+    try:
+        assert _children(process.pid) == set()
+        assert requests.post(url + "/v1/chat/completions", json=CHAT, timeout=30).ok
+    finally:
+        _stop_serve(process)
+
+
+def test_workers_without_redis_together_stay_within_one_rpm_limit(emulator, tmp_path):
+    # rpm 4 over 2 workers: each enforces 2, so 8 requests send at most 4 upstream. Before the
+    # split each worker enforced the whole 4: up to 8 went upstream, twice the provider's limit.
+    config = router_config(emulator, request_timeout=1.5)
+    config["providers"] = [dict(config["providers"][0], rpm=4, max_retries=0)]
+    config.pop("model_groups")
+    config["ledger"] = {"type": "sqlite", "path": str(tmp_path / "ledger.db")}
+    process, url = _start_serve(config, tmp_path, "--workers", "2")
+    try:
+
+        def one(_: int) -> int:  # a new connection each: the kernel spreads them over both
+            return requests.post(url + "/v1/chat/completions", json=CHAT, timeout=30).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(one, range(8)))
+    finally:
+        _stop_serve(process)
+    assert emulator.counters()["openai"]["ok"] <= 4
+    assert statuses.count(200) == emulator.counters()["openai"]["ok"] >= 1
+    assert set(statuses) <= {200, 429, 503, 504}, statuses
+
+
+def test_auto_workers_and_the_share_of_each_limit():
+    from router.config import config_from_dict
+    from router.worker_plan import auto_workers, config_for_worker
+
+    def config(ledger: dict[str, Any]) -> Any:
+        provider = {"name": "p", "type": "openai", "api_key": "sk-test-0123456789abcdefghij"}
+        return config_from_dict(
+            {
+                "providers": [dict(provider, rpm=500, tpm=3, max_concurrency=64)],
+                "ledger": ledger,
+            }
+        )
+
+    sqlite = config({"type": "sqlite", "path": "/tmp/unused.db"})
+    redis = config({"type": "redis", "url": "redis://127.0.0.1:1/0"})
+    assert auto_workers(sqlite, configure_enabled=False, cpus=4)[0] == 4
+    assert auto_workers(redis, configure_enabled=False, cpus=4)[0] == 4
+    assert auto_workers(sqlite, configure_enabled=False, cpus=1)[0] == 1
+    assert auto_workers(sqlite, configure_enabled=True, cpus=4)[0] == 1
+    assert auto_workers(config({"type": "memory"}), configure_enabled=False, cpus=4)[0] == 1
+
+    share = config_for_worker(sqlite, 4).providers[0]
+    assert (share.rpm, share.tpm, share.max_concurrency) == (125, 1, 16)  # never below 1
+    assert config_for_worker(redis, 4) is redis  # shared through Redis: each sees the whole
+    assert config_for_worker(sqlite, 1) is sqlite
