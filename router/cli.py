@@ -1079,7 +1079,6 @@ def serve(
     # Imported once here, before the fork: each worker (and a restarted one) starts faster.
     import router.bridge.app  # noqa: F401
     import router.manager  # noqa: F401
-
     from router.worker_plan import config_for_worker
 
     worker_config = config_for_worker(config, workers)
