@@ -48,8 +48,8 @@ def auto_workers(
     cpus = available_cpus() if cpus is None else cpus
     if cpus <= 1:
         return 1, "one CPU"
-    if _ledger_type(config) == "memory":
-        return 1, "the memory ledger keeps usage and budgets per process (use sqlite or redis)"
+    if _ledger_type(config) == "memory" or config.ledger.path == ":memory:":
+        return 1, "a memory ledger keeps usage and budgets per process (use sqlite or redis)"
     if configure_enabled:
         return 1, "/ai/configure changes only the worker that answers it"
     return cpus, f"one per CPU ({cpus})"

@@ -333,6 +333,8 @@ def test_auto_workers_and_the_share_of_each_limit():
     assert auto_workers(sqlite, configure_enabled=False, cpus=1)[0] == 1
     assert auto_workers(sqlite, configure_enabled=True, cpus=4)[0] == 1
     assert auto_workers(config({"type": "memory"}), configure_enabled=False, cpus=4)[0] == 1
+    private = config({"type": "sqlite", "path": ":memory:"})
+    assert auto_workers(private, configure_enabled=False, cpus=4)[0] == 1
 
     share = config_for_worker(sqlite, 4).providers[0]
     assert (share.rpm, share.tpm, share.max_concurrency) == (125, 1, 16)  # never below 1
