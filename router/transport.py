@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
+import urllib3
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 
 from router.errors import (
@@ -24,6 +26,49 @@ from router.errors import (
 from router.providers.base import HTTPRequest
 
 __all__ = ["HttpClient", "SSEDecoder", "decode_json", "iter_reads"]
+
+
+class _OneWriteMixin:
+    """Sends a request's headers and body in one ``sendall`` instead of two.
+
+    urllib3 writes the header block, then the body: two system calls, two loopback or TCP
+    segments and two releases of the GIL per request (measured ≈ 0.15 ms of CPU per request,
+    more under load, when each release hands the GIL to another thread). The body is always
+    bytes in memory here, so joining them costs a copy of the body and nothing else.
+    """
+
+    _held: list[bytes] | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._held = []
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+            if self._held:
+                super().send(b"".join(self._held))  # type: ignore[misc]
+        finally:
+            self._held = None
+
+    def send(self, data: Any) -> None:
+        if self._held is not None and isinstance(data, bytes | bytearray | memoryview):
+            self._held.append(bytes(data))
+            return
+        super().send(data)  # type: ignore[misc]
+
+
+class _OneWriteHTTPConnection(_OneWriteMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _OneWriteHTTPSConnection(_OneWriteMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _OneWriteHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _OneWriteHTTPConnection
+
+
+class _OneWriteHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _OneWriteHTTPSConnection
 
 
 class HttpClient:
@@ -42,6 +87,10 @@ class HttpClient:
         self.timeout = (connect_timeout, read_timeout)
         # Connections beyond ``pool`` are opened when needed and closed after use.
         self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool), max_retries=0)
+        self._adapter.poolmanager.pool_classes_by_scheme = {
+            "http": _OneWriteHTTPPool,
+            "https": _OneWriteHTTPSPool,
+        }
         # What a Session would add: the User-Agent, compression and keep-alive headers.
         self._default_headers = dict(requests.utils.default_headers())
         # (method, url, headers) -> prepared request without its body (see _prepare).
