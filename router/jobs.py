@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import secrets
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ import pykka
 
 from router.errors import RouterError
 from router.health import percentile
+from router.ids import random_hex
 from router.models import AIRequest, AIResponse, ProviderSelection, StreamChunk
 
 __all__ = ["Job", "JobRegistry", "StreamFailure", "FINISHED"]
@@ -93,7 +93,7 @@ class Job:
     ) -> None:
         # Unique across processes too: the id keys reservations and usage records in a shared
         # ledger, where a collision would drop a record as a duplicate.
-        self.id = f"r{next(_ids):x}-{secrets.token_hex(6)}"
+        self.id = f"r{next(_ids):x}-{random_hex(12)}"
         self.request = request
         self.strategy = strategy
         self.selection = selection

@@ -11,7 +11,6 @@ router's chunks to Anthropic's event sequence; a failure to Anthropic's error en
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from router.bridge.errors import BodyError, Failure, Problem, status_for_type, v
 from router.bridge.streaming import Events
 from router.bridge.wire import ModelEntry, Request, Response, Route, served_by
 from router.catalog import estimate_request_tokens
+from router.ids import random_hex
 from router.models import AIRequest, AIResponse, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -389,7 +389,7 @@ def _tool_choice(value: Any) -> str:
 
 
 def new_message_id() -> str:
-    return "msg_" + uuid.uuid4().hex
+    return "msg_" + random_hex()
 
 
 def usage_body(usage: Usage | None) -> dict[str, Any]:
@@ -528,7 +528,7 @@ class MessageEvents(Events):
             if delta.index not in self._tools:
                 block: dict[str, Any] = {
                     "type": "tool_use",
-                    "id": delta.id or "toolu_" + uuid.uuid4().hex[:24],
+                    "id": delta.id or "toolu_" + random_hex(24),
                     "name": delta.name or "",
                     "input": {},
                 }
@@ -599,7 +599,7 @@ def failure_body(failure: Failure) -> dict[str, Any]:
     return {
         "type": "error",
         "error": {"type": _error_type(_status(failure.status)), "message": failure.message},
-        "request_id": "req_" + uuid.uuid4().hex,
+        "request_id": "req_" + random_hex(),
     }
 
 
@@ -659,7 +659,7 @@ class AnthropicDoor:
             return bridge.stream("anthropic_messages", ai_request, options, events)
         response = bridge.answer("anthropic_messages", ai_request, options)
         message = message_body(response)
-        headers = [("request-id", "req_" + uuid.uuid4().hex), *served_by(response)]
+        headers = [("request-id", "req_" + random_hex()), *served_by(response)]
         return bridge.json(200, message, headers, scrub=False)
 
     def count_tokens(self, request: Request) -> Response:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from router.bridge.errors import BodyError, Failure, Problem, status_for_type, v
 from router.bridge.streaming import Events
 from router.bridge.wire import ModelEntry, Request, Response, Route, served_by
 from router.catalog import estimate_request_tokens
+from router.ids import random_hex
 from router.models import AIRequest, AIResponse, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -443,7 +443,7 @@ def response_body(response: AIResponse, *, response_id: str | None = None) -> di
         "candidates": [_candidate(parts, response.finish_reason)],
         "usageMetadata": usage_metadata(response.usage),
         "modelVersion": response.model,
-        "responseId": response_id or uuid.uuid4().hex,
+        "responseId": response_id or random_hex(),
     }
 
 
@@ -459,7 +459,7 @@ class GeminiEvents(Events):
         self._sse = sse
         self._sent = 0
         self._model = ""
-        self._response_id = uuid.uuid4().hex
+        self._response_id = random_hex()
         self._calls: dict[int, dict[str, Any]] = {}
 
     def _item(self, obj: dict[str, Any], *, scrub: bool = False) -> str:

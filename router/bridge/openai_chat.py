@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from router.bridge.errors import BodyError, Failure, snake_case, status_for_type
 from router.bridge.options import route_options
 from router.bridge.streaming import Events
 from router.bridge.wire import Problem, Request, Response, Route, served_by
+from router.ids import random_hex
 from router.models import AIRequest, AIResponse, Message, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -421,7 +421,7 @@ def _tool_choice(value: Any) -> str:
 
 def new_completion_id() -> str:
     """An id in OpenAI's ``chatcmpl-...`` shape."""
-    return "chatcmpl-" + uuid.uuid4().hex
+    return "chatcmpl-" + random_hex()
 
 
 def usage_body(usage: Usage | None) -> dict[str, Any]:
@@ -560,7 +560,7 @@ class ChatStreamTranslator:
         function: dict[str, Any] = {}
         if delta.index not in self._tool_ids:
             # OpenAI names id, type and function name once, on a call's first delta.
-            call_id = delta.id or "call_" + uuid.uuid4().hex[:24]
+            call_id = delta.id or "call_" + random_hex(24)
             self._tool_ids[delta.index] = call_id
             entry["id"] = call_id
             entry["type"] = "function"

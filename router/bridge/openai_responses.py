@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 from router.bridge.errors import BodyError, Failure, snake_case, validation_error
 from router.bridge.streaming import Events
 from router.bridge.wire import Request, Response, Route, served_by
+from router.ids import random_hex
 from router.models import AIRequest, AIResponse, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ def _tool_choice(value: Any) -> str:
 
 
 def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{random_hex()}"
 
 
 def usage_body(usage: Usage | None) -> dict[str, Any]:
