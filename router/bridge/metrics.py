@@ -81,9 +81,17 @@ class BridgeMetrics:
             registry=r,
         )
         r.register(_ManagerCollector(manager))
+        # Labelled series looked up once per label set: ``labels()`` takes a lock, formats and
+        # checks the values each time (≈ 10 µs per call, six calls per answered request).
+        self._http_series: dict[tuple[str, str, int], Any] = {}
+        self._success_series: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
     def http(self, route: str, method: str, status: int) -> None:
-        self.http_requests.labels(route, method, str(status)).inc()
+        key = (route, method, status)
+        series = self._http_series.get(key)
+        if series is None:
+            series = self._http_series[key] = self.http_requests.labels(route, method, str(status))
+        series.inc()
 
     def success(
         self,
@@ -99,13 +107,24 @@ class BridgeMetrics:
         if cached:  # answered by the response cache: nothing was sent or billed
             self.requests.labels(endpoint, provider, model, "cached").inc()
             return
-        self.requests.labels(endpoint, provider, model, "success").inc()
-        self.latency.labels(endpoint, provider, model).observe(seconds)
+        key = (endpoint, provider, model)
+        series = self._success_series.get(key)
+        if series is None:
+            series = self._success_series[key] = (
+                self.requests.labels(endpoint, provider, model, "success"),
+                self.latency.labels(endpoint, provider, model),
+                self.tokens.labels(provider, model, "input"),
+                self.tokens.labels(provider, model, "output"),
+                self.cost.labels(provider, model),
+            )
+        answered, latency, input_tokens, output_tokens, spent = series
+        answered.inc()
+        latency.observe(seconds)
         if usage is not None:
-            self.tokens.labels(provider, model, "input").inc(usage.input_tokens)
-            self.tokens.labels(provider, model, "output").inc(usage.output_tokens)
+            input_tokens.inc(usage.input_tokens)
+            output_tokens.inc(usage.output_tokens)
         if cost:
-            self.cost.labels(provider, model).inc(cost)
+            spent.inc(cost)
 
     def failure(self, endpoint: str, provider: str, model: str, error_type: str) -> None:
         # Labels only ever hold configured provider names and served model ids: a model name
