@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from router.ledger.redis import connect
 
 __all__ = ["RedisCacheStore"]
 
@@ -51,12 +51,7 @@ class RedisCacheStore:
         self._index = f"{key_prefix}:cache:index"
         self._clock = clock
         # No client-side retries: a cache that waits out an outage is slower than no cache.
-        self._client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._client = client or connect(url, socket_timeout)
         self._put = self._client.register_script(_PUT)
 
     def get(self, key: str) -> bytes | None:

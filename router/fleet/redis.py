@@ -31,12 +31,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from router.fleet import FleetStore, RemoteCircuit, worker_id
 from router.fleet.window import WINDOW, RateWindow
-from router.ledger.redis import display_url
+from router.ledger.redis import connect, display_url
 
 __all__ = ["RedisFleet", "HEALTH_TTL"]
 
@@ -187,13 +185,7 @@ class RedisFleet(FleetStore):
         self.worker = worker or worker_id()
         self.retry_interval = retry_interval
         self.window = window
-        # No client-side retries: an outage costs one failed connect, then the fallback.
-        self._client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._client = client or connect(url, socket_timeout)
         self._rate = self._client.register_script(_RATE)
         self._open = self._client.register_script(_OPEN)
         self._close = self._client.register_script(_CLOSE)

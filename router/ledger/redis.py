@@ -82,6 +82,18 @@ def display_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+def connect(url: str, socket_timeout: float) -> redis.Redis:
+    """A client for ``url`` without client-side retries (ledger, fleet and cache alike): an
+    outage must cost a call one failed connect, not a backoff loop; each store decides what
+    happens next (refuse, grant, journal, fall back to per-process, skip the cache)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 def period_key_expiry(key: str, *, now: float, margin: float = PERIOD_MARGIN) -> int | None:
     """Unix time at which a ledger key's totals may go: the end of the day or month it names,
     plus time-zone slack and ``margin``, but never sooner than ``now + margin``. ``None`` for a
@@ -242,14 +254,7 @@ class RedisLedger(LedgerStore):
         self.retry_interval = retry_interval
         self.period_margin = period_margin
         self._clock = clock
-        # No client-side retries: an outage must cost a request one failed connect, not a
-        # backoff loop; this store decides what happens next (refuse, grant, journal).
-        self._client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._client = client or connect(url, socket_timeout)
         self._reserve = self._client.register_script(_RESERVE)
         self._settle = self._client.register_script(_SETTLE)
         self._release = self._client.register_script(_RELEASE)
