@@ -360,7 +360,6 @@ def _stream_to_terminal(manager: Any, request: Any, strategy: str | None, as_jso
 
 
 def _adhoc_server(command_line: str) -> dict[str, Any]:
-    import os
     import shlex
 
     try:
@@ -369,7 +368,9 @@ def _adhoc_server(command_line: str) -> dict[str, Any]:
         raise RouterCommandError(f"--mcp-command: {error}", EXIT_CONFIG) from None
     if not words:
         raise RouterCommandError("--mcp-command: empty command", EXIT_CONFIG)
-    return {"name": "command", "command": words[0], "args": words[1:], "env": dict(os.environ)}
+    # No env: the server gets the minimal environment (router.mcp.session.stdio_environment),
+    # never the caller's, which holds the provider API keys.
+    return {"name": "command", "command": words[0], "args": words[1:]}
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -45,6 +45,21 @@ def time_server(name: str = "time", **extra: Any) -> dict[str, Any]:
     }
 
 
+ENV_SERVER = Path(__file__).resolve().with_name("env_mcp_server.py")
+
+
+def env_server(name: str = "env", **extra: Any) -> dict[str, Any]:
+    """``tests/env_mcp_server.py`` over stdio: its tool ``report_environment`` answers the
+    environment it was started with (as JSON)."""
+    return {
+        "name": name,
+        "command": sys.executable,
+        "args": [str(ENV_SERVER)],
+        "startup_timeout": STARTUP,
+        **extra,
+    }
+
+
 def calls(log: Path) -> list[dict[str, Any]]:
     """The playground's call log: one ``{"tool", "arguments", "pid"}`` per call, in order."""
     if not log.exists():

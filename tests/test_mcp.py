@@ -4,6 +4,7 @@ and ``router mcp list``."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -14,13 +15,14 @@ from click.testing import CliRunner
 from mcp_support import (
     alive,
     calls,
+    env_server,
     http_playground,
     mcp_children,
     mcp_threads,
     playground,
     time_server,
 )
-from support import router_config
+from support import MODELS, router_config
 
 from router.cli import cli
 from router.config import MCPServerConfig, config_from_dict
@@ -246,4 +248,57 @@ def test_router_mcp_list(emulator, tmp_path):
     assert tools["get_weather"]["input_schema"]["properties"]["city"]["type"] == "string"
     assert tools["3d_render"]["providers"] == {"openai": True, "anthropic": True, "google": False}
     assert tools["hang"]["offered"] is False
+    assert not mcp_children() and not mcp_threads()
+
+
+# --- the environment a stdio server starts with --------------------------------------------
+
+# In the router's environment: the provider key variables, and one a key is interpolated from.
+ROUTER_SECRETS = {
+    "OPENAI_API_KEY": "sk-env-openai-must-not-leak",
+    "ANTHROPIC_API_KEY": "sk-ant-env-must-not-leak",
+    "GEMINI_API_KEY": "AIza-env-must-not-leak",
+    "ROUTER_TEST_OPENAI_KEY": "sk-interpolated-must-not-leak",
+}
+
+
+def _server_environment(path: Path, *args: str) -> dict[str, str]:
+    """``router agent`` calls ``report_environment``; the environment the server answered."""
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(path), "agent", "Use report_environment", "--json", *args],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    transcript = json.loads(result.stdout)
+    (call,) = transcript["turns"][0]["tool_calls"]
+    assert call["tool"] == "report_environment" and not call["is_error"], call
+    return json.loads(call["result"])
+
+
+def test_stdio_servers_never_get_the_provider_keys_unless_their_env_names_them(
+    emulator, tmp_path, monkeypatch
+):
+    for name, value in ROUTER_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    explicit = {"EXPLICIT_TOKEN": "for-this-server", "GOOGLE_API_KEY": "given-on-purpose"}
+    config = router_config(emulator, mcp_servers=[env_server(env=explicit)])
+    openai = next(p for p in config["providers"] if p["type"] == "openai")
+    openai["api_key"] = "${ROUTER_TEST_OPENAI_KEY}"
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config))
+    model = ["--model", MODELS["openai"]]  # served with the interpolated key
+
+    # A configured server: the minimal environment plus its own env, nothing else.
+    seen = _server_environment(path, "--mcp", "env", *model)
+    assert not set(ROUTER_SECRETS) & set(seen)
+    assert {k: seen.get(k) for k in explicit} == explicit  # what the user passed, even a key
+    assert seen["PATH"] == os.environ["PATH"]
+
+    # An ad-hoc --mcp-command server: the minimal environment, not the caller's.
+    command = f"{sys.executable} {env_server()['args'][0]}"
+    seen = _server_environment(path, "--mcp-command", command, *model)
+    assert not set(ROUTER_SECRETS) & set(seen)
+    assert "EXPLICIT_TOKEN" not in seen and "GOOGLE_API_KEY" not in seen
+    assert seen["PATH"] == os.environ["PATH"]
     assert not mcp_children() and not mcp_threads()

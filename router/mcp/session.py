@@ -32,7 +32,7 @@ from router.config import MCPServerConfig
 from router.errors import MCPServerError
 from router.models import MCPTool
 
-__all__ = ["MCPSession", "ToolOutcome", "SkippedTool"]
+__all__ = ["MCPSession", "ToolOutcome", "SkippedTool", "stdio_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class MCPSession:
             params = StdioServerParameters(
                 command=config.command,
                 args=list(config.args),
-                env=dict(config.env) or None,
+                env=stdio_environment(config),
                 cwd=config.cwd,
             )
             transport: Any = stdio_client(params, errlog=errlog)
@@ -367,6 +367,20 @@ class MCPSession:
             )
         text = result_text(result)
         return done(text, "tool_error" if result.is_error else None)
+
+
+def stdio_environment(config: MCPServerConfig) -> dict[str, str]:
+    """The environment a stdio server starts with: the SDK's minimal set (HOME, PATH, SHELL,
+    TERM, USER, LOGNAME) plus the server's own ``env``, which wins.
+
+    Never the router's environment: it holds the provider API keys (``OPENAI_API_KEY``, any
+    variable a key was interpolated from), and a server is third-party code. A server that
+    needs a variable names it in its ``env``. Built here rather than left to the SDK so no SDK
+    version can widen it.
+    """
+    from mcp.client.stdio import get_default_environment
+
+    return {**get_default_environment(), **config.env}
 
 
 def result_text(result: Any) -> str:
