@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+import requests
 import responses
 import yaml
 from click.testing import CliRunner
@@ -37,6 +38,7 @@ from router.errors import (
 )
 from router.manager import AIProviderManager
 from router.models import StreamChunk
+from router.server import BridgeServer
 
 
 def ask(text: str, model: str = MODELS["openai"], **extra):
@@ -406,6 +408,47 @@ def test_the_bridge_runs_the_loop_and_streams_tool_events(manager):
     name, data = sse(payload)[-1]
     assert name == "error" and data["error"]["type"] == "MaxTurnsExceededError"
     assert len(data["transcript"]["turns"]) == 1
+
+
+def test_the_agent_path_honours_the_x_router_headers_like_the_plain_path(emulator):
+    # 3d_render is denied: Gemini cannot express its name, and all three must be able to serve.
+    servers = [playground(denied_tools=["3d_render"])]
+    config = router_config(emulator, request_timeout=120.0, mcp_servers=servers)
+    plain = ask("Hello", "fast")
+    agent = ask("Use get_weather", "fast", mcp_servers=["play"])
+
+    # A manager of its own, stopped by itself: make_manager's teardown stops every actor,
+    # the module's manager's too.
+    with AIProviderManager(config) as manager, BridgeServer(manager, auth_token="") as server:
+        url = server.url + "/ai/generate"
+
+        def served(body, **headers):
+            """The names of the providers that served the request's model calls."""
+            reply = requests.post(url, json=body, headers=headers, timeout=200)
+            assert reply.status_code == 200, reply.text
+            if body.get("stream"):
+                (done,) = [b for b in reply.text.split("\n\n") if b.startswith("event: done")]
+                turns = json.loads(done.split("data: ", 1)[1])["turns"]
+            elif "mcp_servers" in body:
+                turns = reply.json()["agent"]["turns"]
+            else:
+                return {reply.json()["provider_name"]}
+            assert len(turns) == 2  # the tool call, then the answer
+            return {turn["provider"] for turn in turns}
+
+        for body in (plain, agent):
+            # The configured cost strategy picks the cheapest of the group; each header moves it.
+            assert served(body) == {"google"}
+            assert served(body, **{"x-router-strategy": "priority"}) == {"openai"}
+            assert served(body, **{"x-router-providers": "anthropic"}) == {"anthropic"}
+            # What the body says wins over a header, on both paths.
+            assert served({**body, "strategy": "cost"}, **{"x-router-strategy": "priority"}) == {
+                "google"
+            }
+            reply = requests.post(url, json=body, headers={"x-router-strategy": "best"}, timeout=60)
+            assert reply.status_code == 400 and "x-router-strategy" in reply.text
+        streamed = {**agent, "stream": True}
+        assert served(streamed, **{"x-router-providers": "anthropic"}) == {"anthropic"}
 
 
 def test_the_cli_streams_the_answer_and_the_tool_calls(manager, emulator_server, tmp_path):

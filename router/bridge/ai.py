@@ -133,22 +133,30 @@ class AIDoor:
     def generate(self, request: Request) -> Response:
         body = request.json()
         if "mcp_servers" in body:
-            return self._generate_agent(body)
+            return self._generate_agent(request, body)
         bridge = self.bridge
-        ai_request, options = generate_request(body)
-        ai_request, options = bridge.with_router_headers(request, ai_request, options)
+        ai_request, options = self._routed(request, body, ROUTE_FIELDS)
         if ai_request.stream:
             return bridge.stream("generate", ai_request, options, GenerateEvents(bridge.secrets))
         response = bridge.answer("generate", ai_request, options)
         return bridge.json(200, answer_body(response), served_by(response), scrub=False)
 
-    def _generate_agent(self, body: dict[str, Any]) -> Response:
+    def _routed(
+        self, request: Request, body: Mapping[str, Any], drop: Iterable[str]
+    ) -> tuple[AIRequest, dict[str, Any]]:
+        """The body's request (``drop``: the fields that are not the request's) and route
+        options with the ``x-router-*`` headers applied. Both ``/ai/generate`` paths (with and
+        without ``mcp_servers``) come through here, so a header means the same on each."""
+        options = route_options(body)
+        ai_request = _ai_request(body, drop)
+        return self.bridge.with_router_headers(request, ai_request, options)
+
+    def _generate_agent(self, request: Request, body: dict[str, Any]) -> Response:
         """The agent loop over the body's MCP servers (see :mod:`router.bridge.agent`)."""
         from router.bridge.agent import AGENT_FIELDS, agent_options, answer_agent, stream_agent
 
         agent = agent_options(body)
-        options = route_options(body)
-        ai_request = _ai_request(body, (*ROUTE_FIELDS, *AGENT_FIELDS))
+        ai_request, options = self._routed(request, body, (*ROUTE_FIELDS, *AGENT_FIELDS))
         if ai_request.stream:
             return stream_agent(self.bridge, ai_request, options, agent)
         return answer_agent(self.bridge, ai_request, options, agent)
