@@ -6,6 +6,7 @@ immutable value the actor pushes to the supervisor (and that status output shows
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -70,12 +71,26 @@ class HealthSnapshot:
         return self.in_flight / max(1, self.max_concurrency or 1)
 
     def to_dict(self) -> dict[str, Any]:
+        """The snapshot as status output shows it (``/ai/status``, ``router status --json``)."""
         out = asdict(self)
         out["status"] = self.status.value
         out["health_score"] = self.health_score
         out.pop("circuit_retry_at", None)
-        out.pop("rate_limited_until", None)
+        out["rate_limited_until"] = _unix_time(self.rate_limited_until)
         return out
+
+
+def _unix_time(monotonic_at: float | None) -> float | None:
+    """A future ``time.monotonic()`` instant as Unix time; None when absent or passed.
+
+    Kept monotonic inside (clock changes cannot move it), but a monotonic value means nothing
+    to another process or host, so status output shows wall-clock time. A passed instant is
+    None: the actor clears it only at its next attempt, yet the provider is no longer limited.
+    """
+    if monotonic_at is None:
+        return None
+    remaining = monotonic_at - time.monotonic()
+    return time.time() + remaining if remaining > 0 else None
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

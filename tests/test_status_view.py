@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -130,3 +131,32 @@ def test_status_and_budget_watch_locally_and_against_a_bridge(bridge, emulator, 
     assert "refused the token" in refused.output
     once = runner.invoke(cli, ["status", "--json", "--url", server.url, "--token", TOKEN])
     assert once.exit_code == 0 and "openai" in json.loads(once.output)["providers"]
+
+
+def test_status_output_says_until_when_a_provider_is_rate_limited(bridge, emulator, tmp_path):
+    manager, server = bridge
+    emulator.add_fault(provider="openai", kind="rate_limit", retry_after=10, count=1)
+    before = time.time()
+    response = manager.process_request(ask(model="fast"), strategy="priority")
+    assert response.provider_name == "anthropic"  # openai's 429 sent it on
+    after = time.time()
+
+    def until(providers: dict[str, Any]) -> dict[str, Any]:
+        return {name: row["rate_limited_until"] for name, row in providers.items()}
+
+    # Unix time (Retry-After: 10 from the 429), null for the providers that are not limited.
+    status = get(server, "/ai/status").json()["providers"]
+    seen = until(status)
+    assert seen["anthropic"] is None and seen["google"] is None
+    assert before + 9 <= seen["openai"] <= after + 11
+    runner = CliRunner()
+    remote = runner.invoke(cli, ["status", "--json", "--url", server.url, "--token", TOKEN])
+    assert remote.exit_code == 0, remote.output
+    assert until(json.loads(remote.output)["providers"]) == pytest.approx(seen, abs=1)
+
+    # A router of its own (status --json on the configuration): nothing is limited.
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(status_config(emulator)))
+    local = runner.invoke(cli, ["--config", str(path), "status", "--json"])
+    assert local.exit_code == 0, local.output
+    assert until(json.loads(local.output)["providers"]) == dict.fromkeys(seen)
