@@ -395,6 +395,27 @@ def test_recommendations_rank_candidates_by_cost(app):
     assert call(app, "POST", "/ai/recommendations", user(strategy="x")).status == 400
 
 
+def test_recommendations_read_the_x_router_headers_like_every_door(app):
+    def recommend(headers: dict[str, str], **fields: Any) -> Reply:
+        environ = {
+            "HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()
+        }
+        return call(
+            app, "POST", "/ai/recommendations", user(model="fast", **fields), environ=environ
+        )
+
+    rows = recommend({"x-router-providers": "anthropic"}).json()["recommendations"]
+    ranked = [row["provider"] for row in rows if row["rank"] is not None]
+    assert ranked == ["anthropic"]  # the others are listed as unable to serve, with why
+    assert all(row["reason"] for row in rows if row["provider"] != "anthropic")
+    assert recommend({"x-router-strategy": "priority"}).json()["strategy"] == "priority"
+    assert (
+        recommend({"x-router-strategy": "priority"}, strategy="cost").json()["strategy"] == "cost"
+    )
+    refused = recommend({"x-router-strategy": "best"})
+    assert refused.status == 400 and "x-router-strategy" in refused.body.decode()
+
+
 # --- /ai/configure --------------------------------------------------------------------------
 
 

@@ -29,7 +29,6 @@ __all__ = [
     "answer_body",
     "configure_changes",
     "failure_body",
-    "generate_request",
 ]
 
 logger = logging.getLogger("router.bridge")
@@ -44,12 +43,6 @@ _BUDGET_CHANGE_FIELDS = frozenset(
 
 
 # --- translations --------------------------------------------------------------------------
-
-
-def generate_request(body: Mapping[str, Any]) -> tuple[AIRequest, dict[str, Any]]:
-    """An ``/ai/generate`` (or ``/ai/recommendations``) body: the request and the options."""
-    options = route_options(body)
-    return _ai_request(body, ROUTE_FIELDS), options
 
 
 def _ai_request(body: Mapping[str, Any], drop: Iterable[str]) -> AIRequest:
@@ -146,7 +139,8 @@ class AIDoor:
     ) -> tuple[AIRequest, dict[str, Any]]:
         """The body's request (``drop``: the fields that are not the request's) and route
         options with the ``x-router-*`` headers applied. Both ``/ai/generate`` paths (with and
-        without ``mcp_servers``) come through here, so a header means the same on each."""
+        without ``mcp_servers``) and ``/ai/recommendations`` come through here, so a header
+        means the same on each."""
         options = route_options(body)
         ai_request = _ai_request(body, drop)
         return self.bridge.with_router_headers(request, ai_request, options)
@@ -166,7 +160,7 @@ class AIDoor:
         return self.bridge.json(200, {"status": "ok", **stats})
 
     def recommendations(self, request: Request) -> Response:
-        ai_request, options = generate_request(request.json())
+        ai_request, options = self._routed(request, request.json(), ROUTE_FIELDS)
         strategy = options["strategy"] or "cost"
         rows = self.bridge.manager.get_cost_recommendations(
             ai_request, selection=options["selection"], strategy=strategy, by="model"
