@@ -163,6 +163,41 @@ def _growing_pool(server: Any, threads: int) -> Any:
     return GrowingPool()
 
 
+def _one_write_gateway(gateway: type) -> type:
+    """cheroot's WSGI gateway, sending a response's status line and headers together with its
+    first body chunk (a whole non-streamed answer, or a stream's first event) in one write.
+
+    cheroot writes the header block, then each chunk: two system calls (and two releases of
+    the GIL, each a possible hand-off to another request thread) where one does.
+    """
+
+    class _Collect:
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+
+        def write(self, data: bytes) -> int:
+            self.parts.append(bytes(data))
+            return len(data)
+
+    class OneWriteGateway(gateway):  # type: ignore[misc,valid-type]
+        def write(self, chunk: bytes) -> None:
+            request = self.req
+            if request.sent_headers or not self.started_response:
+                super().write(chunk)
+                return
+            conn = request.conn
+            socket_file, held = conn.wfile, _Collect()
+            conn.wfile = held
+            try:
+                super().write(chunk)
+            finally:
+                conn.wfile = socket_file
+                if held.parts:
+                    socket_file.write(b"".join(held.parts))
+
+    return OneWriteGateway
+
+
 def _shutdown_request() -> Any:
     from cheroot.workers.threadpool import _SHUTDOWNREQUEST
 
@@ -227,6 +262,7 @@ class BridgeServer:
             shutdown_timeout=5,
             reuse_port=self._reuse_port,
         )
+        server.gateway = _one_write_gateway(server.gateway)
         server.requests = _growing_pool(server, self._threads)
         server.keep_alive_conn_limit = self._max_connections
         server.prepare()  # binds and listens
