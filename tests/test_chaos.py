@@ -31,7 +31,7 @@ from router.ledger.base import to_units
 from router.manager import AIProviderManager
 from router.models import AIRequest
 
-SOAK_REQUESTS = int(os.environ.get("ROUTER_SOAK_REQUESTS", "10000"))
+SOAK_REQUESTS = int(os.environ.get("ROUTER_SOAK_REQUESTS", "6000"))
 CALLERS = 64
 FAULTY = ("openai", "anthropic")
 HEALTHY = "google"
