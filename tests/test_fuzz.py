@@ -111,7 +111,7 @@ def mutations_of(draw: st.DrawFn, document: Any, *, at_most: int = 3) -> Any:
 # --- configuration ---------------------------------------------------------------------------
 
 # An invented key, shaped like a real one.
-SECRET = "sk-proj-Zq9Xr7Lw2Vt8Ny4Kp6Hs0Jd3Fg5Bm1Qc"
+SECRET = "sk-proj-FAKE-fuzz-not-a-real-key-0000000000"
 VALID_CONFIG: dict[str, Any] = {
     "providers": [
         {
@@ -125,7 +125,7 @@ VALID_CONFIG: dict[str, Any] = {
             "circuit_breaker": {"failure_threshold": 3, "recovery_timeout": 5},
             "models": ["gpt-4o-mini"],
         },
-        {"type": "anthropic", "api_key": "sk-ant-api03-Xy7Wq2Rt9Lm4Np8Ks3Vb6Hd1Zf5Gc0Aj"},
+        {"type": "anthropic", "api_key": "sk-ant-api03-FAKE-fuzz-not-a-real-key-000000"},
     ],
     "budgets": [{"name": "Monthly", "monthly_limit": 10, "alert_thresholds": [0.5, 0.9]}],
     "model_groups": {"fast": [{"provider": "openai", "model": "gpt-4o-mini"}]},

@@ -742,7 +742,7 @@ def test_key_in_error_message_is_scrubbed():
     body = _status(
         400,
         "INVALID_ARGUMENT",
-        "API key AIzaSyDUMMYDUMMYDUMMYDUMMY not valid; url ?key=AIzaSyXYZXYZXYZ",
+        "API key AIzaFAKEDUMMYDUMMYDUMMYDUMMY not valid; url ?key=AIzaFAKEXYZXYZXYZ",
     )
     error = GOOGLE.classify_error(400, {}, body, provider="gemini")
     assert type(error) is AuthenticationError

@@ -468,7 +468,7 @@ def test_html_error_page_message_is_short_and_tag_free():
 
 @pytest.mark.parametrize(
     "secret",
-    ["sk-proj-abcDEF1234567890", "sk-ant-api03-abcdef123456", "AIzaSyA1234567890abcdefghij"],
+    ["sk-proj-abcDEF1234567890", "sk-ant-api03-abcdef123456", "AIzaFAKE1234567890abcdefghij"],
 )
 def test_keys_are_scrubbed_from_error_messages(secret):
     body = _body(

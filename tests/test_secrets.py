@@ -36,16 +36,16 @@ from router.server import BridgeServer
 # Invented keys, not real ones, shaped like the real thing (prefixes and lengths) so
 # format-based redaction is exercised too; "local" is an OpenAI-compatible server whose key follows no known format.
 SECRETS = {
-    "openai": "sk-proj-Ab3De5Gh7Jk9Mn2Pq4St6Vw8Yz0Bc1Df3Gh5Jk7Lm9",
-    "anthropic": "sk-ant-api03-Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz9Xc8Vb7Nm6Qw5Er4Ty3-AA",
-    "google": "AIzaSyB1c2D3e4F5g6H7i8J9k0L1m2N3o4P5q6R",
+    "openai": "sk-proj-FAKE-secrets-test-openai-not-a-real-key-01",
+    "anthropic": "sk-ant-api03-FAKE-secrets-test-anthropic-not-a-real-key-01",
+    "google": "AIzaFAKE-secrets-test-google-not-a-real-01",
     "local": "lc_9f8e7d6c5b4a39281706f5e4d3c2b1a0",
 }
 WRONG = {
-    "openai": "sk-proj-Wr0ngKeyWr0ngKeyWr0ngKeyWr0ngKeyWr0ng77",
-    "google": "AIzaSyZ9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J",
+    "openai": "sk-proj-FAKE-secrets-test-wrong-key-not-real-02",
+    "google": "AIzaFAKE-secrets-test-wrong-key-not-real-02",
 }
-ROTATED = "sk-proj-R0tated1R0tated2R0tated3R0tated4R0tated5"
+ROTATED = "sk-proj-FAKE-secrets-test-rotated-not-real-03"
 AUTH_TOKEN = "bridge-auth-7f3e9c1a5b2d8e4f6a0c"
 CONFIGURE_TOKEN = "bridge-configure-2b8d4f6a0c1e3f5a7b9d"
 ALL_SECRETS = {
