@@ -269,6 +269,25 @@ def open_phase(name: str, url: str, pid: int | None, args: argparse.Namespace) -
     return row
 
 
+def run_contenders(phase: Any, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    """``phase(name, url, pid, args)`` for each round: the upstream alone (the calibration),
+    then ``router serve``, then LiteLLM's proxy when it is available; rows per contender."""
+    rows: dict[str, list[dict[str, float]]] = {}
+    with slow_upstream(args.latency, args.stream_ttft, args.stream_seconds) as (upstream, _):
+        with router_serve(upstream, args.serve_args) as (url, pid):
+            for _ in range(args.rounds):
+                rows.setdefault("upstream", []).append(phase("upstream", upstream, None, args))
+                rows.setdefault("router", []).append(phase("router", url, pid, args))
+        if args.litellm_python:
+            try:
+                with litellm_proxy(args.litellm_python, upstream) as (url, pid):
+                    for _ in range(args.rounds):
+                        rows.setdefault("litellm", []).append(phase("litellm", url, pid, args))
+            except Exception as error:  # noqa: BLE001 - reported, the rest still counts
+                print(f"   litellm proxy: {type(error).__name__}: {error}")
+    return rows
+
+
 def open_scenario(args: argparse.Namespace) -> list[str]:
     print(
         f"-- open loop: {args.rate:g} req/s for {args.duration:g} s, upstream answers after "
@@ -278,19 +297,7 @@ def open_scenario(args: argparse.Namespace) -> list[str]:
         f"   {'contender':<12} {'success':>8} {'achieved':>10} {'of off.':>7} {'ovh p50':>8} "
         f"{'ovh p99':>8} {'ovh max':>8} {'cpu us/r':>9} {'gen us/r':>8} {'lag p99':>7}"
     )
-    rows: dict[str, list[dict[str, float]]] = {}
-    with slow_upstream(args.latency, args.stream_ttft, args.stream_seconds) as (upstream, _):
-        with router_serve(upstream, args.serve_args) as (url, pid):
-            for _ in range(args.rounds):
-                rows.setdefault("upstream", []).append(open_phase("upstream", upstream, None, args))
-                rows.setdefault("router", []).append(open_phase("router", url, pid, args))
-        if args.litellm_python:
-            try:
-                with litellm_proxy(args.litellm_python, upstream) as (url, pid):
-                    for _ in range(args.rounds):
-                        rows.setdefault("litellm", []).append(open_phase("litellm", url, pid, args))
-            except Exception as error:  # noqa: BLE001 - reported, the rest still counts
-                print(f"   litellm proxy: {type(error).__name__}: {error}")
+    rows = run_contenders(open_phase, args)
     out = []
     for row in rows["router"]:
         good = row["success"] >= 99.9 and row["achieved_pct"] >= 95 and row["p99"] <= 50
@@ -369,23 +376,7 @@ def stream_scenario(args: argparse.Namespace) -> list[str]:
         f"   {'contender':<12} {'complete':>11} {'ttfb p50':>9} {'ttfb p99':>9} {'dur p50':>8} "
         f"{'RSS MB':>7} {'@open':>7} {'after':>7} {'KiB/str':>8}"
     )
-    rows: dict[str, list[dict[str, float]]] = {}
-    with slow_upstream(args.latency, args.stream_ttft, args.stream_seconds) as (upstream, _):
-        with router_serve(upstream, args.serve_args) as (url, pid):
-            for _ in range(args.rounds):
-                rows.setdefault("upstream", []).append(
-                    stream_phase("upstream", upstream, None, args)
-                )
-                rows.setdefault("router", []).append(stream_phase("router", url, pid, args))
-        if args.litellm_python:
-            try:
-                with litellm_proxy(args.litellm_python, upstream) as (url, pid):
-                    for _ in range(args.rounds):
-                        rows.setdefault("litellm", []).append(
-                            stream_phase("litellm", url, pid, args)
-                        )
-            except Exception as error:  # noqa: BLE001
-                print(f"   litellm proxy: {type(error).__name__}: {error}")
+    rows = run_contenders(stream_phase, args)
     out = []
     for base, row in zip(rows["upstream"], rows["router"], strict=True):
         extra = row["ttfb_p99"] - base["ttfb_p99"]

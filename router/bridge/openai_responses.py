@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from router.bridge.errors import BodyError, Failure, snake_case, validation_error
+from router.bridge.openai_chat import failure_body as chat_failure_body
 from router.bridge.streaming import Events
 from router.bridge.wire import Request, Response, Route, served_by
 from router.ids import random_hex
@@ -689,32 +690,14 @@ class ResponseEvents(Events):
 
 # --- errors --------------------------------------------------------------------------------
 
-# OpenAI's ``error.type`` per status.
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "insufficient_quota",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
 
 def failure_body(failure: Failure) -> dict[str, Any]:
-    """OpenAI's error envelope: ``{"error": {message, type, param, code}}``."""
-    code = failure.code
+    """OpenAI's error envelope (the chat door's), with the Responses API's
+    ``unknown_parameter`` code for a parameter it does not know."""
+    body = chat_failure_body(failure)
     if failure.kind == "InvalidRequestError" and str(failure.message).startswith("Unknown param"):
-        code = "unknown_parameter"
-    return {
-        "error": {
-            "message": failure.message,
-            "type": _TYPES.get(failure.status, "server_error"),
-            "param": failure.param,
-            "code": code,
-        }
-    }
+        body["error"]["code"] = "unknown_parameter"
+    return body
 
 
 # --- the door ------------------------------------------------------------------------------
