@@ -167,24 +167,43 @@ def _children(pid: int) -> set[int]:
     return kids
 
 
-def test_serve_workers_share_a_port_and_are_restarted_and_stopped(emulator, tmp_path):
-    config = router_config(emulator)
-    config["ledger"] = {"type": "sqlite", "path": str(tmp_path / "ledger.db")}
+def _start_serve(config: dict[str, Any], tmp_path: Any, *options: str) -> tuple[Any, str]:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
     process = subprocess.Popen(
         [sys.executable, "-m", "router.cli", "--config", str(path), "serve", "--port", "0"]
-        + ["--workers", "2", "--threads", "32"],
+        + ["--threads", "32", *options],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    if "listening on http://127.0.0.1:" not in line:
+        process.kill()
+        raise AssertionError(line + process.communicate(timeout=30)[1])
+    return process, line.rsplit(" ", 1)[1].strip()
+
+
+def _stop_serve(process: Any) -> str:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "listening on http://127.0.0.1:" in line, line
-        url = line.rsplit(" ", 1)[1].strip()
+        rest = process.communicate(timeout=90)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0, rest
+    assert "Traceback" not in rest, rest
+    return rest
+
+
+def test_serve_workers_share_a_port_and_are_restarted_and_stopped(emulator, tmp_path):
+    config = router_config(emulator)
+    config["ledger"] = {"type": "sqlite", "path": str(tmp_path / "ledger.db")}
+    process, url = _start_serve(config, tmp_path, "--workers", "2")
+    try:
         workers = _children(process.pid)
         assert len(workers) == 2
         for _ in range(4):
@@ -194,14 +213,9 @@ def test_serve_workers_share_a_port_and_are_restarted_and_stopped(emulator, tmp_
         wait_until(lambda: len(_children(process.pid) - {victim}) == 2)
         for _ in range(4):  # the port is served throughout
             assert requests.post(url + "/v1/chat/completions", json=CHAT, timeout=30).ok
-        process.send_signal(signal.SIGTERM)
-        rest = process.communicate(timeout=90)[1]
     finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, rest
+        rest = _stop_serve(process)
     assert "exited" in rest and "starting it again" in rest
-    assert "Traceback" not in rest, rest
     assert emulator.counters()["openai"]["ok"] == 8  # each request went upstream once
 
 
@@ -237,34 +251,6 @@ def test_a_signal_during_the_stop_wait_stops_the_server_and_never_deadlocks():
 
 
 # --- --workers auto, and limits split among workers -------------------------------------------
-
-
-def _start_serve(config: dict[str, Any], tmp_path: Any, *options: str) -> tuple[Any, str]:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "--config", str(path), "serve", "--port", "0"]
-        + ["--threads", "32", *options],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    if "listening on http://127.0.0.1:" not in line:
-        process.kill()
-        raise AssertionError(line + process.communicate(timeout=30)[1])
-    return process, line.rsplit(" ", 1)[1].strip()
-
-
-def _stop_serve(process: Any) -> str:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    rest = process.communicate(timeout=90)[1]
-    assert process.returncode == 0, rest
-    assert "Traceback" not in rest, rest
-    return rest
 
 
 def test_serve_runs_one_worker_per_cpu_by_default_with_a_shared_ledger(emulator, tmp_path):
