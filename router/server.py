@@ -176,7 +176,7 @@ def _one_write_gateway(gateway: type) -> type:
             self.parts: list[bytes] = []
 
         def write(self, data: bytes) -> int:
-            self.parts.append(bytes(data))
+            self.parts.append(data if isinstance(data, bytes) else bytes(data))
             return len(data)
 
     class OneWriteGateway(gateway):  # type: ignore[misc,valid-type]

@@ -52,7 +52,7 @@ class _OneWriteMixin:
 
     def send(self, data: Any) -> None:
         if self._held is not None and isinstance(data, bytes | bytearray | memoryview):
-            self._held.append(bytes(data))
+            self._held.append(data if isinstance(data, bytes) else bytes(data))
             return
         super().send(data)  # type: ignore[misc]
 
