@@ -106,6 +106,12 @@ def test_a_generate_content_body_becomes_the_routers_request():
             "no function call named 'f'",
         ),
         ({"contents": [{"parts": [{"text": "x"}]}], "tools": [{"googleSearch": {}}]}, "only"),
+        # Found by the bridge fuzzer: a list where an object belongs was a 500.
+        (
+            {"contents": [{"parts": [{"text": "x"}]}], "toolConfig": {"functionCallingConfig": []}},
+            "functionCallingConfig must be an object",
+        ),
+        ({"contents": [{"parts": [{"text": "x"}]}], "toolConfig": "AUTO"}, "toolConfig must be"),
     ],
 )
 def test_bodies_google_refuses_are_refused(body, message):

@@ -297,9 +297,15 @@ def _json_schema(schema: Any) -> Any:
 def _tool_choice(config: Any) -> str | None:
     if config is None:
         return None
-    calling = _get(config, "functionCallingConfig") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise BodyError("toolConfig must be an object", "toolConfig")
+    calling = _get(config, "functionCallingConfig")
     if calling is None:
         return None
+    if not isinstance(calling, dict):
+        raise BodyError(
+            "toolConfig.functionCallingConfig must be an object", "toolConfig.functionCallingConfig"
+        )
     mode = str(calling.get("mode") or "AUTO").upper()
     allowed = _get(calling, "allowedFunctionNames") or []
     if mode == "ANY":
