@@ -33,6 +33,7 @@ from router.errors import (
     RouterError,
     StructuredOutputError,
 )
+from router.green import acquire
 from router.ledger.base import UsageRecord
 from router.models import AIResponse, ProviderType, StreamChunk, Usage
 from router.params import dropped, unsupported
@@ -190,7 +191,7 @@ def run_attempt(
         return None
     # One of the provider's ``max_concurrency`` slots, whichever thread runs the attempt (a
     # worker, or a caller reading on its own thread); the wait is bounded by the deadline.
-    if not ctx.slots.acquire(timeout=max(0.0, job.remaining())):
+    if not acquire(ctx.slots, max(0.0, job.remaining())):
         _deadline_passed(job)
         _tell(
             provider_ref,

@@ -20,6 +20,7 @@ from typing import Any
 import pykka
 
 from router.errors import RouterError
+from router.green import LoopInbox, new_queue
 from router.health import percentile
 from router.ids import random_hex
 from router.models import AIRequest, AIResponse, ProviderSelection, StreamChunk
@@ -100,7 +101,8 @@ class Job:
         self.future: pykka.ThreadingFuture = pykka.ThreadingFuture()
         self.created = time.monotonic()
         self.deadline = self.created + timeout
-        self.chunks: queue.SimpleQueue | None = queue.SimpleQueue() if stream else None
+        # A LoopInbox when the caller is a request greenlet (router.green): same put/get.
+        self.chunks: queue.SimpleQueue | LoopInbox | None = new_queue() if stream else None
         self.started = False  # a chunk has reached the caller: no more failover
         self.cancelled = False
         self.estimated_input_tokens = 0
@@ -114,9 +116,9 @@ class Job:
         # The caller's own queue while it waits on its thread (``inline``): the provider actor
         # hands the attempt over there, so the HTTP call runs on the caller's thread instead
         # of a worker's (one thread hand-off less each way). Streams share ``chunks``.
-        self.inbox: queue.SimpleQueue | None = None
+        self.inbox: queue.SimpleQueue | LoopInbox | None = None
         if inline:
-            self.inbox = self.chunks if self.chunks is not None else queue.SimpleQueue()
+            self.inbox = self.chunks if self.chunks is not None else new_queue()
         self.cache_key: str | None = None  # where the answer goes in the response cache
         self.trace: Any = None  # router.tracing.RequestTrace when the request is traced
         # Tasks handed to the waiting caller that it has not taken yet. Whoever finishes the

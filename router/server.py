@@ -41,6 +41,7 @@ __all__ = [
     "default_max_in_flight",
     "serve",
     "serve_workers",
+    "server_engine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -375,6 +376,7 @@ def serve(
     timeout: float = DEFAULT_TIMEOUT,
     reuse_port: bool = False,
     ready: Callable[[str], object] | None = None,
+    engine: str = "auto",
     **create_app_kwargs: Any,
 ) -> None:
     """Serve the bridge until Ctrl-C or SIGTERM (blocking).
@@ -386,15 +388,18 @@ def serve(
     :class:`BridgeServer`'s. A manager that is not running is started here and stopped on the
     way out (after the server, so open streams are settled); a running one is left running.
     Binds 127.0.0.1 by default: expose it deliberately (``host="0.0.0.0"``), with an
-    ``auth_token``.
+    ``auth_token``. ``engine``: ``"loop"`` (:class:`router.green_server.GreenBridgeServer`:
+    an event loop, requests as greenlets), ``"threads"`` (:class:`BridgeServer`: cheroot, a
+    thread per request) or ``"auto"`` (the loop when its libraries are installed).
     """
+    server_class = server_engine(engine)
     raise_open_files_limit()
     owns_manager = hasattr(manager_or_app, "stream_request") and not manager_or_app.running
     if owns_manager:
         manager_or_app.start()
     try:
         with _stop_on_signals() as stop:
-            server = BridgeServer(
+            server = server_class(
                 manager_or_app,
                 host,
                 port,
@@ -405,7 +410,7 @@ def serve(
                 **create_app_kwargs,
             ).start()
             try:
-                logger.info("router bridge serving on %s (up to %d threads)", server.url, threads)
+                logger.info("router bridge serving on %s (%s engine)", server.url, engine)
                 if ready is not None:
                     ready(server.url)
                 while not stop.wait(1.0):
@@ -415,6 +420,20 @@ def serve(
     finally:
         if owns_manager:
             manager_or_app.stop()
+
+
+def server_engine(engine: str) -> type:
+    """The server class of an engine name (``auto``, ``loop`` or ``threads``)."""
+    if engine not in ("auto", "loop", "threads"):
+        raise ValueError(f"unknown engine {engine!r}: use auto, loop or threads")
+    if engine != "threads":
+        from router.green_server import GreenBridgeServer, engine_available
+
+        if engine_available():
+            return GreenBridgeServer
+        if engine == "loop":
+            raise ImportError("the loop engine needs uvicorn, aiohttp and greenlet")
+    return BridgeServer
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

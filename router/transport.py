@@ -25,6 +25,7 @@ from router.errors import (
     ProviderError,
     ProviderTimeoutError,
 )
+from router.green import current_loop
 from router.providers.base import HTTPRequest
 
 __all__ = ["HttpClient", "SSEDecoder", "decode_json", "iter_reads"]
@@ -154,7 +155,7 @@ class HttpClient:
     def read_timeout(self) -> float:
         return self.timeout[1]
 
-    def send(self, request: HTTPRequest, read_timeout: float | None = None) -> requests.Response:
+    def send(self, request: HTTPRequest, read_timeout: float | None = None) -> Any:
         """Send one attempt; raises ``ProviderTimeoutError`` / ``ProviderConnectionError``,
         and ``InvalidRequestError`` for text that cannot be sent as UTF-8.
 
@@ -177,6 +178,10 @@ class HttpClient:
         timeout = self.timeout
         if read_timeout is not None and read_timeout < timeout[1]:
             timeout = (min(timeout[0], read_timeout), read_timeout)
+        if current_loop() is not None:  # a request greenlet: aiohttp, parked on the loop
+            from router import green_http
+
+            return green_http.send(request, body, timeout, self._default_headers, self.provider)
         try:
             prepared = self._prepare(request, body)
             response = self._adapter.send(prepared, stream=request.stream, timeout=timeout)
@@ -257,6 +262,9 @@ def iter_reads(response: requests.Response, provider: str) -> Iterator[bytes]:
     """
     import urllib3.exceptions
 
+    if not isinstance(response, requests.Response):  # green_http.GreenResponse
+        yield from response.reads()
+        return
     raw = response.raw
     try:
         if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked"):
