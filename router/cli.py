@@ -971,19 +971,27 @@ def config_check(state: State, file: str | None, as_json: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option(
+    "--engine",
+    type=click.Choice(["auto", "loop", "threads"]),
+    default="auto",
+    show_default=True,
+    help="loop: an event loop (uvicorn), each request a greenlet, so a call in flight holds "
+    "no thread; threads: cheroot, a thread per request. auto: loop when installed.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(1, 100_000),
     default=2048,
     show_default=True,
-    help="Request threads at most, per worker (the pool grows with demand); each request in "
-    "flight and each open stream holds one.",
+    help="threads engine: request threads at most, per worker (the pool grows with demand); "
+    "each request in flight and each open stream holds one.",
 )
 @click.option(
     "--max-in-flight",
     type=click.IntRange(1, 100_000),
     default=None,
     help="Requests answered at once, per worker; past it 503 with Retry-After at once "
-    "[default: threads minus a few spare, 2000 for 2048].",
+    "[default: 10000 with the loop engine; threads minus a few spare with threads].",
 )
 @click.option(
     "--max-connections",
@@ -1025,6 +1033,7 @@ def serve(
     state: State,
     host: str,
     port: int,
+    engine: str,
     threads: int,
     max_in_flight: int | None,
     max_connections: int,
@@ -1035,15 +1044,18 @@ def serve(
 ) -> None:
     """Serve the HTTP bridge (seed endpoints + OpenAI-compatible) until interrupted."""
     try:
-        import cheroot  # noqa: F401
-
         from router.server import serve as run_server
-        from router.server import serve_workers
+        from router.server import serve_workers, server_engine
+
+        if server_engine(engine).__name__ == "BridgeServer":
+            import cheroot  # noqa: F401
     except ImportError as error:
+        missing = f" ({error.name} missing)" if error.name else ""
         raise RouterCommandError(
-            f"the bridge needs its extra: pip install 'router[server]' ({error.name} missing)"
+            f"the bridge needs its extra: pip install 'router[server]'{missing}"
         ) from None
     options: dict[str, Any] = {
+        "engine": engine,
         "threads": threads,
         "max_connections": max_connections,
         "timeout": timeout,

@@ -83,7 +83,19 @@ class _Input(io.RawIOBase):
         return True
 
     def _fill(self) -> None:
-        message = self._wait(_within(self._receive(), self._timeout))
+        try:
+            message = self._wait(_within(self._receive(), self._timeout))
+        except TimeoutError:
+            from router.bridge.errors import Problem
+
+            self._more = False
+            raise Problem(
+                408,
+                "RequestTimeout",
+                f"the request body did not arrive within {self._timeout:g}s",
+                code="request_timeout",
+                headers=[("Connection", "close")],
+            ) from None
         if message["type"] == "http.disconnect":
             self._more = False
             raise OSError("the client disconnected while sending its request")
@@ -156,9 +168,13 @@ class GreenWSGI:
         self.wsgi_app = wsgi_app
         self.timeout = timeout
         self._threads = concurrent.futures.ThreadPoolExecutor(
-            _THREAD_ROUTES_POOL, thread_name_prefix="router-bridge"
+            _THREAD_ROUTES_POOL, thread_name_prefix="router-bridge-thread"
         )
         green.enable()
+
+    def close(self) -> None:
+        """Join the threads of the thread routes (after the loop has stopped)."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
@@ -169,7 +185,9 @@ class GreenWSGI:
             return
 
         def wait(awaitable: Awaitable[Any]) -> Any:
-            return asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop).result()
+            # Bounded: a loop that stops meanwhile never runs the coroutine.
+            future = asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop)
+            return future.result(self.timeout + 30)
 
         await loop.run_in_executor(self._threads, self._handle, scope, receive, send, wait, loop)
 
@@ -384,7 +402,8 @@ class GreenBridgeServer:
         server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout + 5)
-        self.asgi._threads.shutdown(wait=False, cancel_futures=True)
+        # The loop is closed now: a route still on a thread fails at its next await.
+        self.asgi.close()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.close()
@@ -409,9 +428,48 @@ def _loop_setup() -> str:
     return "none"
 
 
-def _http_protocol() -> str:
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol, closing a connection whose request headers have not all
+    arrived within the keep-alive timeout (uvicorn bounds only the idle time between requests:
+    a client trickling its headers would hold its connection for ever)."""
     try:
-        import httptools  # noqa: F401
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         return "h11"
-    return "httptools"
+
+    class Protocol(HttpToolsProtocol):  # type: ignore[misc]
+        _headers_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._expect_headers()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._expect_headers()
+
+        def _expect_headers(self) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+            self._headers_timer = self.loop.call_later(
+                self.timeout_keep_alive, self._headers_too_slow
+            )
+
+        def on_headers_complete(self) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+                self._headers_timer = None
+            super().on_headers_complete()
+
+        def _headers_too_slow(self) -> None:
+            self._headers_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+                self._headers_timer = None
+            super().connection_lost(exc)
+
+    return Protocol

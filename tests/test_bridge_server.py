@@ -1,5 +1,5 @@
-"""The bridge on a real cheroot server: the official OpenAI SDK, SSE timing on a raw socket,
-client disconnects, and the server's lifecycle."""
+"""The bridge on a real server, on both engines (the event loop and cheroot's threads): the
+official OpenAI SDK, SSE timing on a raw socket, client disconnects, the server's lifecycle."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import requests
 from support import KEYS, router_config
 
-from router.server import BridgeServer
+from router.server import BridgeServer, server_engine
 
 WEATHER = {
     "type": "function",
@@ -32,14 +32,20 @@ WEATHER = {
 LONG_PROMPT = " ".join(f"word{i}" for i in range(200))
 
 
+@pytest.fixture(params=["loop", "threads"])
+def engine(request) -> type:
+    """The server class of each engine (``router serve --engine``)."""
+    return server_engine(request.param)
+
+
 @pytest.fixture
-def serve(make_manager) -> Iterator[Any]:
-    """Start a BridgeServer for a manager (default config); stopped after the test."""
+def serve(make_manager, engine) -> Iterator[Any]:
+    """Start a server of ``engine`` for a manager (default config); stopped after the test."""
     servers: list[BridgeServer] = []
 
     def start(manager: Any = None, **kwargs: Any) -> BridgeServer:
         kwargs.setdefault("auth_token", "")
-        server = BridgeServer(manager or make_manager(), threads=4, **kwargs).start()
+        server = engine(manager or make_manager(), threads=4, **kwargs).start()
         servers.append(server)
         return server
 
@@ -271,8 +277,8 @@ def test_no_key_appears_in_any_response_over_the_wire(serve, emulator, make_mana
             assert key not in text
 
 
-def test_stop_closes_the_socket_and_the_workers(serve, make_manager):
-    server = BridgeServer(make_manager(), auth_token="").start()
+def test_stop_closes_the_socket_and_the_workers(engine, make_manager):
+    server = engine(make_manager(), auth_token="").start()
     url = server.url
     assert requests.get(url + "/healthz", timeout=5).json() == {"status": "ok"}
     server.stop()
@@ -282,15 +288,15 @@ def test_stop_closes_the_socket_and_the_workers(serve, make_manager):
     assert not [t for t in threading.enumerate() if t.name.startswith("router-bridge-worker")]
 
 
-def test_server_options_need_a_manager_not_a_ready_app(make_manager):
+def test_server_options_need_a_manager_not_a_ready_app(engine):
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    with BridgeServer(app) as server:
+    with engine(app) as server:
         assert requests.get(server.url, timeout=5).text == "ok"
     with pytest.raises(TypeError):
-        BridgeServer(app, auth_token="x")
+        engine(app, auth_token="x")
 
 
 SERVE_SCRIPT = """

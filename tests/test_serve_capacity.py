@@ -21,7 +21,7 @@ import requests
 import yaml
 from support import router_config
 
-from router.server import BridgeServer, default_max_in_flight
+from router.server import BridgeServer, default_max_in_flight, server_engine
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -35,13 +35,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         tick.wait(0.01)
 
 
+@pytest.fixture(params=["loop", "threads"])
+def engine(request) -> type:
+    """The server class of each engine (``router serve --engine``)."""
+    return server_engine(request.param)
+
+
 @pytest.fixture
-def serve(make_manager) -> Iterator[Callable[..., BridgeServer]]:
+def serve(make_manager, engine) -> Iterator[Callable[..., BridgeServer]]:
     servers: list[BridgeServer] = []
 
     def start(manager: Any = None, **kwargs: Any) -> BridgeServer:
         kwargs.setdefault("auth_token", "")
-        server = BridgeServer(manager or make_manager(), **kwargs).start()
+        server = engine(manager or make_manager(), **kwargs).start()
         servers.append(server)
         return server
 
@@ -129,9 +135,10 @@ def test_slow_senders_hold_only_their_own_connection_until_the_timeout(serve, em
             sock.close()
 
 
-def test_the_pool_grows_with_demand_past_its_first_threads(serve, emulator):
+def test_the_pool_grows_with_demand_past_its_first_threads(make_manager, emulator):
     emulator.set_pacing("openai", ttft=1.5)
-    server = serve(threads=200)
+    # The threads engine only: the loop engine has no request threads to grow.
+    server = BridgeServer(make_manager(), threads=200, auth_token="").start()
     callers = 60  # more than the 16 threads the pool starts with
     start = threading.Barrier(callers)
 
@@ -139,8 +146,11 @@ def test_the_pool_grows_with_demand_past_its_first_threads(serve, emulator):
         start.wait()
         return post(server).status_code
 
-    with ThreadPoolExecutor(callers) as pool:
-        assert list(pool.map(call, range(callers))) == [200] * callers
+    try:
+        with ThreadPoolExecutor(callers) as pool:
+            assert list(pool.map(call, range(callers))) == [200] * callers
+    finally:
+        server.stop()
     assert emulator.counters()["openai"]["peak_in_flight"] == callers
 
 

@@ -1,0 +1,275 @@
+"""The loop engine (``router.green_server``): requests as greenlets on one event loop.
+
+Over real sockets: hundreds of calls in flight hold no thread each, and every guarantee of
+the threaded path still holds on the loop (failover through the actors, deadlines, budgets,
+billing of a stream whose client left). Behaviour shared with the threads engine is tested
+for both in test_bridge_server.py and test_serve_capacity.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from support import completion, router_config
+
+from router import green
+from router.green_server import GreenBridgeServer, runs_green
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class HeldUpstream:
+    """An OpenAI-shaped upstream on its own event loop that holds every call until
+    :meth:`release`; ``arrived`` is set once ``expected`` calls are waiting."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.arrived = threading.Event()
+        self._release: asyncio.Event | None = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.url = ""
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._release = asyncio.Event()
+        self._done = asyncio.Event()
+        server = await asyncio.start_server(self._answer, "127.0.0.1", 0, backlog=1024)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        self._ready.set()
+        await self._done.wait()
+        server.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                self.count += 1
+                if self.count >= self.expected:
+                    self.arrived.set()
+                assert self._release is not None
+                await self._release.wait()
+                body = completion().encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def start(self) -> HeldUpstream:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def release(self) -> None:
+        assert self._release is not None
+        self._loop.call_soon_threadsafe(self._release.set)
+
+    def stop(self) -> None:
+        self.release()
+        self._loop.call_soon_threadsafe(self._done.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def loop_server(make_manager) -> Iterator[Any]:
+    servers: list[GreenBridgeServer] = []
+
+    def start(manager: Any = None, **kwargs: Any) -> GreenBridgeServer:
+        kwargs.setdefault("auth_token", "")
+        server = GreenBridgeServer(manager or make_manager(), **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def _one_provider(url: str) -> dict[str, Any]:
+    return {
+        "providers": [
+            {
+                "name": "openai",
+                "type": "openai",
+                "api_key": "sk-test-FAKE-0123456789",
+                "base_url": url,
+                "timeout": 30.0,
+            }
+        ],
+        "ledger": {"type": "memory"},
+    }
+
+
+def test_hundreds_of_calls_in_flight_hold_no_thread_each(loop_server, make_manager):
+    calls = 300
+    upstream = HeldUpstream(calls).start()
+    try:
+        server = loop_server(make_manager(_one_provider(upstream.url)))
+        session = requests.Session()
+        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=calls))
+        threads_before = threading.active_count()
+        with ThreadPoolExecutor(calls) as pool:
+            answers = [
+                pool.submit(session.post, server.url + "/v1/chat/completions", json=CHAT)
+                for _ in range(calls)
+            ]
+            assert upstream.arrived.wait(60), f"only {upstream.count} calls reached upstream"
+            assert server.app.in_flight == calls
+            # The client's pool added its threads; the server added none per call.
+            router_threads = [
+                t for t in threading.enumerate() if t.name.startswith(("router-", "ThreadPool"))
+            ]
+            assert threading.active_count() - threads_before <= calls + 10
+            assert len([t for t in router_threads if "bridge" in t.name]) <= 2
+            upstream.release()
+            results = [future.result(timeout=60) for future in answers]
+        assert [r.status_code for r in results] == [200] * calls
+        assert {r.json()["choices"][0]["message"]["content"] for r in results} == {
+            "Hello from the mock"
+        }
+        assert server.app.in_flight == 0
+        stats = server.app.manager.get_manager_stats()
+        assert stats["usage_stats"]["successful_requests"] == calls
+    finally:
+        upstream.stop()
+
+
+def test_failover_runs_through_the_actors_and_back_onto_the_loop(loop_server, emulator):
+    emulator.add_fault(provider="openai", kind="server_error", count=100)
+    from router.manager import AIProviderManager
+
+    config = router_config(emulator)
+    config["providers"][0]["max_retries"] = 1
+    with AIProviderManager(config) as manager:
+        server = loop_server(manager)
+        body = {**CHAT, "model": "fast", "strategy": "priority"}  # openai first
+        answer = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Router-Provider"] == "anthropic"
+        health = manager.provider_health()
+        assert health["openai"].failures >= 1
+        assert health["openai"].in_flight == 0
+
+
+def test_a_deadline_on_the_loop_answers_in_time_and_frees_the_provider(loop_server, emulator):
+    emulator.set_pacing("openai", ttft=5.0)
+    server = loop_server()
+    body = {**CHAT, "timeout": 0.5}
+    answer = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 504, answer.text
+    assert answer.elapsed.total_seconds() < 4.0
+    manager = server.app.manager
+    assert manager.provider_health()["openai"].in_flight == 0
+
+
+def test_a_budget_is_never_overspent_by_concurrent_calls_on_the_loop(loop_server, emulator):
+    from router.manager import AIProviderManager
+
+    config = router_config(emulator)
+    config["budgets"] = [{"name": "Monthly", "monthly_limit": 0.002}]
+    with AIProviderManager(config) as manager:
+        server = loop_server(manager)
+        long = {**CHAT, "max_tokens": 50, "messages": [{"role": "user", "content": "word " * 200}]}
+
+        def call(_: int) -> int:
+            return requests.post(server.url + "/v1/chat/completions", json=long).status_code
+
+        with ThreadPoolExecutor(40) as pool:
+            codes = list(pool.map(call, range(80)))
+        assert 200 in codes and 402 in codes and set(codes) <= {200, 402}
+        assert manager.get_budget_status()["spent_month"] <= 0.002
+
+
+def test_a_stream_on_the_loop_bills_what_it_read_when_the_client_leaves(
+    loop_server, emulator, make_manager
+):
+    emulator.set_pacing("openai", token_delay=0.2)
+    config = router_config(emulator)
+    config["providers"][0]["max_concurrency"] = 1
+    server = loop_server(make_manager(config))
+    manager = server.app.manager
+    body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": "a b c d e f g"}]}
+    with requests.post(
+        server.url + "/v1/chat/completions", json=body, stream=True, timeout=30
+    ) as answer:
+        lines = answer.iter_lines()
+        assert next(lines).startswith(b"data: ")
+    emulator.set_pacing("openai", token_delay=0.0)
+    # openai's one slot comes back only once the abandoned stream was cancelled and billed;
+    # without that this call would wait for the whole stream and run into its deadline.
+    after = requests.post(
+        server.url + "/v1/chat/completions", json={**CHAT, "timeout": 1.0}, timeout=30
+    )
+    assert after.status_code == 200, after.text
+    records = manager.usage_records()
+    assert [r.outcome for r in records].count("partial") == 1
+    assert any(r.outcome == "partial" and r.output_tokens >= 1 for r in records)
+    assert server.app.in_flight == 0
+
+
+def test_routes_that_may_block_run_on_threads_and_do_not_stall_the_loop(loop_server):
+    assert runs_green("POST", "/v1/chat/completions")
+    assert runs_green("POST", "/v1/messages")
+    assert runs_green("POST", "/v1beta/models/gemini-1.5-flash:streamGenerateContent")
+    assert not runs_green("GET", "/v1/models")
+    assert not runs_green("POST", "/ai/generate")  # may run the agent loop over MCP
+    assert not runs_green("GET", "/ai/status")
+    server = loop_server()
+    assert requests.get(server.url + "/ai/status", timeout=10).status_code == 200
+    assert requests.get(server.url + "/v1/models", timeout=10).json()["data"]
+
+
+def test_the_loop_inbox_wakes_its_greenlet_from_other_threads_and_times_out():
+    async def scenario() -> list[Any]:
+        def blocking() -> list[Any]:
+            inbox = green.new_queue()
+            assert isinstance(inbox, green.LoopInbox)
+            threading.Thread(target=inbox.put, args=("from a thread",)).start()
+            got = [inbox.get(timeout=10)]
+            inbox.put("same thread")
+            got.append(inbox.get(timeout=0))
+            try:
+                inbox.get(timeout=0.01)
+            except queue.Empty:
+                got.append("empty")
+            return got
+
+        return await green.run(blocking)
+
+    assert asyncio.run(scenario()) == ["from a thread", "same thread", "empty"]
+    # On a plain thread the same call gives the threads' queue.
+    assert isinstance(green.new_queue(), queue.SimpleQueue)
+    assert green.current_loop() is None
+
+
+def test_a_client_that_sends_a_bad_body_gets_a_json_error_on_the_loop(loop_server):
+    server = loop_server()
+    answer = requests.post(
+        server.url + "/v1/chat/completions",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert "not valid JSON" in json.dumps(answer.json())
