@@ -391,7 +391,7 @@ class GreenBridgeServer:
         try:
             await self._server.serve(sockets=[self._socket])
         finally:
-            await green_http.close_sessions(asyncio.get_running_loop())
+            green_http.close_pools(asyncio.get_running_loop())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, let open requests finish (up to ``timeout``), close everything."""
