@@ -59,6 +59,7 @@ class _Connection(asyncio.Protocol):
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
         self.complete = False
+        self.keep_alive = False
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.error: BaseException | None = None
@@ -108,6 +109,8 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        # Asked now: llhttp answers it only while the message is the current one.
+        self.keep_alive = self._parser.should_keep_alive()
         self.complete = True
 
     # --- for the exchange -----------------------------------------------------------------
@@ -149,7 +152,7 @@ class _Connection(asyncio.Protocol):
         return data
 
     def reusable(self) -> bool:
-        return self.complete and not self.closed and self._parser.should_keep_alive()
+        return self.complete and self.keep_alive and not self.closed
 
     def close(self) -> None:
         self.closed = True
