@@ -51,6 +51,7 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._timer: asyncio.TimerHandle | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -64,6 +65,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
         self._paused = False
         self.streaming = False  # a stream's reader takes the body as it comes: flow control
 
@@ -121,25 +123,43 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait(self, ready: Any, timeout: float) -> None:
         """Until ``ready(self)`` or a failure; ``TimeoutError`` after ``timeout`` s of
         waiting for bytes."""
         while not ready(self):
-            if self.error is not None:
-                raise self.error
-            if self.closed:
-                raise _Broken("the connection closed before the answer was whole")
-            waiter = self.loop.create_future()
-            self._waiter = waiter
-            timer = self.loop.call_later(timeout, _expire, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+            await self.more(timeout)
+
+    def more(self, timeout: float) -> asyncio.Future[None]:
+        """A future done when something arrives (or fails, or ``timeout`` s pass first).
+
+        A read deadline per connection, moved forward on each wait, instead of a timer per
+        wait: a stream waits once per event, and timers cost a heap entry each.
+        """
+        if self.error is not None:
+            raise self.error
+        if self.closed:
+            raise _Broken("the connection closed before the answer was whole")
+        waiter = self.loop.create_future()
+        self._waiter = waiter
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+        return waiter
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self.loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
 
     def take(self) -> bytes:
         """The body bytes received and not taken yet."""
@@ -156,13 +176,11 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class _Pool:
@@ -289,7 +307,9 @@ class GreenResponse:
         connection = self._connection
         while True:
             try:
-                green.wait(connection.wait(_has_data, self._read_timeout))
+                if not connection.chunks and not connection.complete:
+                    green.wait(connection.more(self._read_timeout))
+                    continue
             except (_Broken, OSError, TimeoutError) as exc:
                 if self._closed:
                     raise RequestCancelledError("the caller closed the stream") from None
@@ -406,10 +426,6 @@ def _has_head(connection: _Connection) -> bool:
 
 def _is_complete(connection: _Connection) -> bool:
     return connection.complete
-
-
-def _has_data(connection: _Connection) -> bool:
-    return bool(connection.chunks) or connection.complete
 
 
 async def _send(

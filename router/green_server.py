@@ -170,7 +170,12 @@ class GreenWSGI:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             _THREAD_ROUTES_POOL, thread_name_prefix="router-bridge-thread"
         )
+        self._stalls = _StalledWrites(timeout)
         green.enable()
+
+    def stop_sweeping(self) -> None:
+        """On the loop, as it stops: end the task that drops stalled readers."""
+        self._stalls.stop()
 
     def close(self) -> None:
         """Join the threads of the thread routes (after the loop has stopped)."""
@@ -228,7 +233,11 @@ class GreenWSGI:
                     return
                 if chunk:
                     message = {"type": "http.response.body", "body": chunk, "more_body": True}
-                    wait(_within(send(message), timeout))
+                    if wait is green.wait:
+                        if not self._stalls.send(send, message):
+                            return  # the client stopped reading: it is dropped
+                    else:
+                        wait(_within(send(message), timeout))
             if not gone.is_set():
                 wait(send({"type": "http.response.body", "body": b""}))
         finally:
@@ -238,6 +247,57 @@ class GreenWSGI:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
+
+
+class _StalledWrites:
+    """The write timeout of streamed answers on the loop, without a timer per write.
+
+    A write only waits when the client's socket buffer is full (uvicorn's flow control). A
+    stream writes once per event, so instead of a timeout around every write, each write
+    notes its deadline here and one task per loop, once a second, cancels the request whose
+    write has waited past it: a client that stops reading holds its connection for
+    ``timeout`` seconds at most, and its stream is cancelled upstream (and billed).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._waiting: dict[asyncio.Task[Any], float] = {}  # request -> write deadline
+        self._dropped: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def send(self, send: Any, message: dict[str, Any]) -> bool:
+        """``send(message)`` from a request greenlet; False when the client was dropped."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
+        self._waiting[task] = loop.time() + self.timeout
+        try:
+            green.wait(send(message))
+        except asyncio.CancelledError:
+            if task in self._dropped:
+                self._dropped.discard(task)
+                task.uncancel()
+                return False
+            raise
+        finally:
+            self._waiting.pop(task, None)
+        return True
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = asyncio.get_running_loop().time()
+            for task, deadline in list(self._waiting.items()):
+                if deadline < now and task not in self._dropped:
+                    self._dropped.add(task)
+                    task.cancel()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
 
 def _no_write(data: bytes) -> None:
@@ -391,6 +451,7 @@ class GreenBridgeServer:
         try:
             await self._server.serve(sockets=[self._socket])
         finally:
+            self.asgi.stop_sweeping()
             green_http.close_pools(asyncio.get_running_loop())
 
     def stop(self, timeout: float = 10.0) -> None:
