@@ -273,3 +273,93 @@ def test_a_client_that_sends_a_bad_body_gets_a_json_error_on_the_loop(loop_serve
     )
     assert answer.status_code == 400
     assert "not valid JSON" in json.dumps(answer.json())
+
+
+class FloodUpstream:
+    """An OpenAI-shaped upstream that answers a stream with megabytes of events, as fast as
+    it is read; ``closed`` is set when the router drops such a stream's connection. A call
+    without ``"stream"`` gets a plain completion."""
+
+    EVENT = (
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+        b'"choices":[{"index":0,"delta":{"content":"' + b"x" * 1000 + b'"},"finish_reason":null}]}'
+        b"\n\n"
+    )
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.url = ""
+
+    def start(self) -> FloodUpstream:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._answer, "127.0.0.1", 0), self._loop
+        )
+        self._server = future.result(10)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+        return self
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                if b'"stream":true' not in body.replace(b" ", b""):
+                    reply = completion().encode()
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply)
+                    )
+                    continue
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
+                for _ in range(20_000):  # ~20 MB: far more than any socket buffer holds
+                    writer.write(b"%x\r\n%s\r\n" % (len(self.EVENT), self.EVENT))
+                    await writer.drain()
+                self.closed.set()  # not dropped: the test fails on its wait
+                return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.closed.set()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_timeout(loop_server, make_manager):
+    import socket
+
+    upstream = FloodUpstream().start()
+    try:
+        config = _one_provider(upstream.url)
+        config["providers"][0]["max_concurrency"] = 1
+        server = loop_server(make_manager(config), timeout=1.0)
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect((server.host, server.port))
+        payload = json.dumps({**CHAT, "stream": True}).encode()
+        reader.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(payload), payload)
+        )
+        try:
+            # Never read: once the buffers are full the bridge's write waits; after its 1 s
+            # timeout the stream is dropped, and with it the upstream connection.
+            assert upstream.closed.wait(20), "the stalled stream was never dropped"
+        finally:
+            reader.close()
+        # openai's one slot is free again: the dropped stream was settled.
+        after = requests.post(server.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert after.status_code == 200, after.text
+        records = server.app.manager.usage_records()
+        assert [r.outcome for r in records] == ["partial", "success"]
+    finally:
+        upstream.stop()
