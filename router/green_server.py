@@ -72,9 +72,11 @@ def runs_green(method: str, path: str) -> bool:
 class _Input(io.RawIOBase):
     """``wsgi.input``: the request body, received from the server as the app reads it."""
 
-    def __init__(self, receive: Callable[[], Awaitable[Any]], wait: Any, timeout: float) -> None:
+    def __init__(
+        self, receive: Callable[[], Awaitable[Any]], wait_within: Any, timeout: float
+    ) -> None:
         self._receive = receive
-        self._wait = wait
+        self._wait_within = wait_within  # waits, or raises TimeoutError after ``timeout``
         self._timeout = timeout
         self._buffer = b""
         self._more = True
@@ -84,7 +86,7 @@ class _Input(io.RawIOBase):
 
     def _fill(self) -> None:
         try:
-            message = self._wait(_within(self._receive(), self._timeout))
+            message = self._wait_within(self._receive())
         except TimeoutError:
             from router.bridge.errors import Problem
 
@@ -170,12 +172,12 @@ class GreenWSGI:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             _THREAD_ROUTES_POOL, thread_name_prefix="router-bridge-thread"
         )
-        self._stalls = _StalledWrites(timeout)
+        self._deadlines = _Deadlines(timeout)
         green.enable()
 
     def stop_sweeping(self) -> None:
-        """On the loop, as it stops: end the task that drops stalled readers."""
-        self._stalls.stop()
+        """On the loop, as it stops: end the task that enforces the client timeouts."""
+        self._deadlines.stop()
 
     def close(self) -> None:
         """Join the threads of the thread routes (after the loop has stopped)."""
@@ -211,7 +213,14 @@ class GreenWSGI:
             ]
             return _no_write
 
-        environ = _environ(scope, _Input(receive, wait, timeout))
+        if wait is green.wait:
+            wait_within = self._deadlines.wait
+        else:
+
+            def wait_within(awaitable: Awaitable[Any]) -> Any:
+                return wait(_within(awaitable, timeout))
+
+        environ = _environ(scope, _Input(receive, wait_within, timeout))
         body = self.wsgi_app(environ, start_response)
         gone = threading.Event()
         watcher: Any = None
@@ -233,11 +242,10 @@ class GreenWSGI:
                     return
                 if chunk:
                     message = {"type": "http.response.body", "body": chunk, "more_body": True}
-                    if wait is green.wait:
-                        if not self._stalls.send(send, message):
-                            return  # the client stopped reading: it is dropped
-                    else:
-                        wait(_within(send(message), timeout))
+                    try:
+                        wait_within(send(message))
+                    except TimeoutError:
+                        return  # the client stopped reading: it is dropped
             if not gone.is_set():
                 wait(send({"type": "http.response.body", "body": b""}))
         finally:
@@ -249,24 +257,25 @@ class GreenWSGI:
                 close()
 
 
-class _StalledWrites:
-    """The write timeout of streamed answers on the loop, without a timer per write.
+class _Deadlines:
+    """The client timeouts of requests on the loop, without a timer per wait.
 
-    A write only waits when the client's socket buffer is full (uvicorn's flow control). A
-    stream writes once per event, so instead of a timeout around every write, each write
-    notes its deadline here and one task per loop, once a second, cancels the request whose
-    write has waited past it: a client that stops reading holds its connection for
+    Reading a request's body or writing a stream's event rarely waits at all (uvicorn has
+    the body already; a write waits only when the client's socket buffer is full). So
+    instead of a timer around every wait, each wait notes its deadline here and one task per
+    loop, once a second, cancels the request whose wait has passed it: a client that sends
+    its request too slowly or stops reading its stream holds its connection for about
     ``timeout`` seconds at most, and its stream is cancelled upstream (and billed).
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._waiting: dict[asyncio.Task[Any], float] = {}  # request -> write deadline
-        self._dropped: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[asyncio.Task[Any], float] = {}  # request -> deadline of its wait
+        self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
-    def send(self, send: Any, message: dict[str, Any]) -> bool:
-        """``send(message)`` from a request greenlet; False when the client was dropped."""
+    def wait(self, awaitable: Awaitable[Any]) -> Any:
+        """``green.wait(awaitable)``, or ``TimeoutError`` once it waited past the timeout."""
         task = asyncio.current_task()
         assert task is not None
         loop = task.get_loop()
@@ -274,24 +283,23 @@ class _StalledWrites:
             self._sweeper = loop.create_task(self._sweep())
         self._waiting[task] = loop.time() + self.timeout
         try:
-            green.wait(send(message))
+            return green.wait(awaitable)
         except asyncio.CancelledError:
-            if task in self._dropped:
-                self._dropped.discard(task)
+            if task in self._expired:
+                self._expired.discard(task)
                 task.uncancel()
-                return False
+                raise TimeoutError from None
             raise
         finally:
             self._waiting.pop(task, None)
-        return True
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             now = asyncio.get_running_loop().time()
             for task, deadline in list(self._waiting.items()):
-                if deadline < now and task not in self._dropped:
-                    self._dropped.add(task)
+                if deadline < now and task not in self._expired:
+                    self._expired.add(task)
                     task.cancel()
 
     def stop(self) -> None:
@@ -489,6 +497,44 @@ def _loop_setup() -> str:
     return "none"
 
 
+class _OneWrite:
+    """A client connection's transport that sends an answer's header block together with the
+    first part of its body: one system call instead of two (uvicorn writes the headers as
+    soon as the answer starts). Held bytes never wait past the current turn of the loop."""
+
+    __slots__ = ("_held", "_loop", "_transport", "hold")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self.hold = False  # set when a request arrives: hold the next write (its headers)
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif self.hold:
+            self.hold = False
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def _http_protocol() -> Any:
     """uvicorn's httptools protocol, closing a connection whose request headers have not all
     arrived within the keep-alive timeout (uvicorn bounds only the idle time between requests:
@@ -502,7 +548,8 @@ def _http_protocol() -> Any:
         _headers_timer: Any = None
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            super().connection_made(transport)  # its flow control keeps the real transport
+            self.transport = _OneWrite(transport, self.loop)
             self._expect_headers()
 
         def on_response_complete(self) -> None:
@@ -520,6 +567,7 @@ def _http_protocol() -> Any:
             if self._headers_timer is not None:
                 self._headers_timer.cancel()
                 self._headers_timer = None
+            self.transport.hold = True  # the answer's header block waits for its body
             super().on_headers_complete()
 
         def _headers_too_slow(self) -> None:
