@@ -77,7 +77,29 @@ class ChunkStream:
     def __iter__(self) -> Iterator[StreamChunk]:
         return self
 
+    @property
+    def answering(self) -> tuple[str, str] | None:
+        """(provider name, model) of the attempt reading the stream now, once one has been
+        accepted (the provider answered 2xx); a failover before any chunk may change it."""
+        answering = self._job.answering
+        return (answering[1], answering[2]) if answering is not None else None
+
+    def accepted(self) -> None:
+        """Wait until a provider has accepted the stream (its answer's headers are in) or the
+        first chunk is ready; raises the typed error, as ``next()`` does, when the request
+        fails before that. No chunk is consumed: iterating yields them all."""
+        if self._batch or self._finished or self._steps is not None:
+            return
+        chunk = self._next(until_accepted=True)
+        if chunk is not None:
+            self._batch.appendleft(chunk)
+
     def __next__(self) -> StreamChunk:
+        chunk = self._next(until_accepted=False)
+        assert chunk is not None
+        return chunk
+
+    def _next(self, until_accepted: bool) -> StreamChunk | None:
         if self._batch:
             return self._batch.popleft()
         if self._finished:
@@ -89,6 +111,8 @@ class ChunkStream:
         assert job.chunks is not None
         while True:
             if self._steps is not None:
+                if until_accepted:
+                    return None
                 batch = self._step()
                 if batch:
                     self._batch.extend(batch)

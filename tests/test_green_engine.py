@@ -52,6 +52,9 @@ class HeldUpstream:
         self._ready.set()
         await self._done.wait()
         server.close()
+        for task in asyncio.all_tasks():  # the handlers of idle keep-alive connections
+            if task is not asyncio.current_task():
+                task.cancel()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -61,11 +64,14 @@ class HeldUpstream:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
+                request = await reader.readexactly(length)
                 self.count += 1
                 if self.count >= self.expected:
                     self.arrived.set()
                 assert self._release is not None
+                if b'"stream":true' in request.replace(b" ", b""):
+                    await self._stream(writer)
+                    continue
                 await self._release.wait()
                 body = completion().encode()
                 writer.write(
@@ -75,6 +81,30 @@ class HeldUpstream:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+
+    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        """OpenAI's way: the role chunk at once, the content once released."""
+
+        def event(delta: str, finish: str = "null") -> bytes:
+            data = (
+                '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+                f'"choices":[{{"index":0,"delta":{delta},"finish_reason":{finish}}}]}}'
+            )
+            text = f"data: {data}\n\n".encode()
+            return b"%x\r\n%s\r\n" % (len(text), text)
+
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + event('{"role":"assistant","content":""}')
+        )
+        assert self._release is not None
+        await self._release.wait()
+        done = b"data: [DONE]\n\n"
+        writer.write(
+            event('{"content":"Hello"}')
+            + event("{}", '"stop"')
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done)
+        )
 
     def start(self) -> HeldUpstream:
         self._thread.start()
@@ -213,8 +243,9 @@ def test_a_stream_on_the_loop_bills_what_it_read_when_the_client_leaves(
     with requests.post(
         server.url + "/v1/chat/completions", json=body, stream=True, timeout=30
     ) as answer:
-        lines = answer.iter_lines()
-        assert next(lines).startswith(b"data: ")
+        data = (line for line in answer.iter_lines() if line.startswith(b"data: "))
+        assert b'"role":"assistant"' in next(data)  # sent as soon as openai accepted
+        assert b'"content":"Echo' in next(data)  # content, then the client leaves
     emulator.set_pacing("openai", token_delay=0.0)
     # openai's one slot comes back only once the abandoned stream was cancelled and billed;
     # without that this call would wait for the whole stream and run into its deadline.
@@ -361,5 +392,32 @@ def test_a_client_that_stops_reading_is_dropped_after_the_timeout(loop_server, m
         assert after.status_code == 200, after.text
         records = server.app.manager.usage_records()
         assert [r.outcome for r in records] == ["partial", "success"]
+    finally:
+        upstream.stop()
+
+
+def test_a_chat_stream_answers_once_the_provider_accepts_not_at_its_first_content(
+    loop_server, make_manager
+):
+    upstream = HeldUpstream(1).start()
+    try:
+        server = loop_server(make_manager(_one_provider(upstream.url)))
+        with requests.post(
+            server.url + "/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            stream=True,
+            timeout=30,
+        ) as answer:
+            # The upstream sent its role chunk and holds the content: the client already has
+            # the status, the provider's name and the role chunk (OpenAI's first event).
+            assert answer.status_code == 200
+            assert answer.headers["X-Router-Provider"] == "openai"
+            data = (line for line in answer.iter_lines() if line.startswith(b"data: "))
+            assert b'"delta":{"role":"assistant","content":""}' in next(data)
+            upstream.release()
+            rest = list(data)
+        assert b'"content":"Hello"' in rest[0]
+        assert rest[-1] == b"data: [DONE]"
+        assert sum(b'"role"' in line for line in rest) == 0  # the role chunk only once
     finally:
         upstream.stop()

@@ -336,12 +336,22 @@ class BridgeApp:
         streamed JSON document (Gemini without ``alt=sse``).
 
         The first chunk decides the status: a request that fails before anything was produced
-        raises (and gets a plain error with its proper status), not a 200 stream.
+        raises (and gets a plain error with its proper status), not a 200 stream. A door whose
+        events open with a prelude of their own (OpenAI's ``role`` chunk) answers as soon as a
+        provider has accepted the stream instead, as the provider itself does: its first byte
+        then waits for the provider's first byte, not for the first content (a failure after
+        that, failovers exhausted, is an error event).
         """
         started = time.monotonic()
         stream = self.manager.stream_request(ai_request, **options)
+        first: StreamChunk | None = None
+        prelude = b""
         try:
-            first = next(stream)
+            if events.opens_early and hasattr(stream, "accepted"):
+                stream.accepted()
+                prelude = events.prelude()
+            else:
+                first = next(stream)
         except StopIteration:
             first = StreamChunk(
                 is_complete=True,
@@ -355,7 +365,10 @@ class BridgeApp:
         except BaseException:
             stream.close()
             raise
-        provider, model = first.provider_name or "", first.model or ""
+        if first is not None:
+            provider, model = first.provider_name or "", first.model or ""
+        else:
+            provider, model = stream.answering or ("", "")
         cached = bool(getattr(stream, "cached", False))  # a response-cache replay
         self.metrics.first_chunk_after(endpoint, provider, model, time.monotonic() - started)
 
@@ -383,7 +396,7 @@ class BridgeApp:
         if cached:
             out.append(("X-Router-Cache", "hit"))
         out.extend(headers)
-        return Response(200, out, EventStream(stream, first, events, finished))
+        return Response(200, out, EventStream(stream, first, events, finished, prelude))
 
     # --- errors ------------------------------------------------------------------------------
 

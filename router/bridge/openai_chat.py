@@ -523,14 +523,19 @@ class ChatStreamTranslator:
             out["usage"] = None  # as OpenAI does on every chunk but the usage one
         return out
 
+    def opening(self) -> list[dict[str, Any]]:
+        """The first object (``delta.role``), once: sent before any chunk when the stream
+        opens early, else with the first chunk."""
+        if self._started:
+            return []
+        self._started = True
+        return [self._object({"role": "assistant", "content": ""})]
+
     def translate(self, chunk: StreamChunk) -> list[dict[str, Any]]:
         """The chunk objects for one router chunk (error chunks are the caller's business)."""
         if chunk.model and not self._model_known:
             self.model, self._model_known = chunk.model, True
-        out: list[dict[str, Any]] = []
-        if not self._started:
-            self._started = True
-            out.append(self._object({"role": "assistant", "content": ""}))
+        out: list[dict[str, Any]] = self.opening()
         if chunk.reasoning:
             out.append(self._object({"reasoning_content": chunk.reasoning}))
         if chunk.content:
@@ -607,9 +612,14 @@ def failure_body(failure: Failure) -> dict[str, Any]:
 class ChatEvents(Events):
     """OpenAI's ``data: {chat.completion.chunk}`` events, then ``data: [DONE]``."""
 
+    opens_early = True  # the role chunk, as OpenAI sends it before any content
+
     def __init__(self, secrets: Any, translator: ChatStreamTranslator) -> None:
         super().__init__(secrets)
         self._translator = translator
+
+    def prelude(self) -> bytes:
+        return "".join(f"data: {self.dumps(o)}\n\n" for o in self._translator.opening()).encode()
 
     def chunk(self, chunk: StreamChunk) -> bytes:
         out = "".join(f"data: {self.dumps(obj)}\n\n" for obj in self._translator.translate(chunk))

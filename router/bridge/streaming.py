@@ -24,8 +24,16 @@ Finished = Callable[[str, StreamChunk | None, str | None], None]
 class Events:
     """How one door renders chunks and errors as SSE bytes."""
 
+    #: The door's events open with something of their own before the first chunk (see
+    #: :meth:`prelude`): the bridge may answer as soon as a provider accepts the stream.
+    opens_early = False
+
     def __init__(self, secrets: Secrets) -> None:
         self.secrets = secrets
+
+    def prelude(self) -> bytes:
+        """The events sent before the first chunk when :attr:`opens_early`."""
+        return b""
 
     def chunk(self, chunk: StreamChunk) -> bytes:
         raise NotImplementedError
@@ -47,9 +55,17 @@ class EventStream:
     unfinished stream is then cancelled upstream (the tokens seen so far are still billed).
     """
 
-    def __init__(self, stream: Any, first: StreamChunk, events: Events, finished: Finished) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        first: StreamChunk | None,
+        events: Events,
+        finished: Finished,
+        prelude: bytes = b"",
+    ) -> None:
         self._stream = stream
-        self._pending: StreamChunk | None = first
+        self._pending: StreamChunk | None = first  # None: the first comes from the stream
+        self._prelude = prelude  # sent before any chunk
         self._events = events
         self._finished = finished
         self._done = False
@@ -60,6 +76,9 @@ class EventStream:
     def __next__(self) -> bytes:
         if self._done:
             raise StopIteration
+        if self._prelude:
+            data, self._prelude = self._prelude, b""
+            return data
         chunk, self._pending = self._pending, None
         if chunk is None:
             try:
