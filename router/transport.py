@@ -327,6 +327,12 @@ class SSEDecoder:
         return [event] if event is not None else []
 
     def _event(self, block: bytes) -> tuple[str, str] | None:
+        if block[:6] == b"data: " and b"\n" not in block:
+            # Nearly every event of every provider: one "data: " line, no name.
+            try:
+                return "message", block[6:].decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # the general path below reports it
         name = "message"
         lines: list[bytes] = []
         for line in block.split(b"\n"):

@@ -13,6 +13,7 @@ what a non-2xx answer means.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -41,6 +42,7 @@ from router.models import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    chunk_from,
 )
 from router.retry import parse_retry_after
 
@@ -79,6 +81,9 @@ _SECRET_PATTERNS = (
 
 # Error message bodies are cut to this length: an HTML error page is not a useful message.
 _MAX_MESSAGE = 500
+
+# json.loads' own C scanner (shared, as json.loads shares its decoder's).
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,39 +319,35 @@ class StreamParser:
     # -- helpers for subclasses --
 
     # Chunks are built once, already naming who answers (a stream may carry thousands of
-    # them). Plain construction: pydantic's model_construct is several times slower here.
+    # them): copies of one validated template (models.chunk_from), not validated each.
+
+    @property
+    def _template(self) -> StreamChunk:
+        template = self.__dict__.get("_chunk_template")
+        if template is None:
+            template = self._chunk_template = StreamChunk(
+                provider=self.provider_type,
+                provider_name=self._provider or None,
+                model=self._model,
+            )
+        return template
 
     def _text_chunk(self, text: str) -> StreamChunk:
         self._generated_chars += len(text)
         self._started = True
-        return StreamChunk(
-            content=text,
-            provider=self.provider_type,
-            provider_name=self._provider or None,
-            model=self._model,
-        )
+        return chunk_from(self._template, content=str(text))
 
     def _reasoning_chunk(self, text: str) -> StreamChunk:
         self._generated_chars += len(text)
         self._started = True
-        return StreamChunk(
-            reasoning=text,
-            provider=self.provider_type,
-            provider_name=self._provider or None,
-            model=self._model,
-        )
+        return chunk_from(self._template, reasoning=str(text))
 
     def _tool_chunk(self, deltas: list[ToolCallDelta]) -> StreamChunk:
         for delta in deltas:
             self._generated_chars += len(delta.arguments)
         self._started = True
         self._has_tool_calls = True
-        return StreamChunk(
-            tool_call_deltas=tuple(deltas),
-            provider=self.provider_type,
-            provider_name=self._provider or None,
-            model=self._model,
-        )
+        return chunk_from(self._template, tool_call_deltas=tuple(deltas))
 
     def _final_chunk(self) -> StreamChunk:
         self._completed = True
@@ -371,7 +372,14 @@ class StreamParser:
 
     def _load(self, data: str) -> Any:
         try:
-            return json.loads(data)
+            try:
+                # The C scanner itself: json.loads adds two regex scans and three calls.
+                value, end = _scan_json(data, 0)
+            except StopIteration:  # not a value at offset 0 (leading space): the long way
+                return json.loads(data)
+            if end != len(data) and data[end:].strip():
+                raise ValueError("extra data")
+            return value
         except ValueError:
             raise MalformedResponseError(
                 f"stream event is not JSON: {body_snippet(data)!r}",

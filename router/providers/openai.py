@@ -353,6 +353,10 @@ def _tool_choice(choice: str) -> Any:
     return {"type": "function", "function": {"name": choice}}
 
 
+# The keys of a delta that carries nothing but text (see OpenAIStreamParser._chunks).
+_PLAIN_DELTA = frozenset({"content", "role"})
+
+
 class OpenAIStreamParser(StreamParser):
     """``data: {chat.completion.chunk}`` events ending with ``data: [DONE]``."""
 
@@ -373,7 +377,7 @@ class OpenAIStreamParser(StreamParser):
         """One SSE event -> chunks; ``[DONE]`` gives the final chunk."""
         if self._completed:
             return []
-        if data.strip() == "[DONE]":
+        if data[:1] != "{" and data.strip() == "[DONE]":
             return [self._final_chunk()]
         payload = self._load(data)
         if not isinstance(payload, dict):
@@ -394,8 +398,21 @@ class OpenAIStreamParser(StreamParser):
             self._cached_tokens = usage.cached_input_tokens
             self._reasoning_tokens = usage.reasoning_tokens
             self._reported_output = usage.output_tokens
+        choices = payload.get("choices")
+        if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict:
+            # Nearly every event: one choice whose delta is text (or the opening role).
+            choice = choices[0]
+            delta = choice.get("delta")
+            if (
+                type(delta) is dict
+                and delta.keys() <= _PLAIN_DELTA
+                and not choice.get("finish_reason")
+                and choice.get("index", 0) == 0
+            ):
+                text = delta.get("content")
+                return [self._text_chunk(str(text))] if text else []
         out: list[StreamChunk] = []
-        for choice in payload.get("choices") or ():
+        for choice in choices or ():
             if choice.get("index", 0) != 0:
                 continue  # only the first choice is ever requested
             delta = choice.get("delta") or {}
