@@ -3,9 +3,9 @@
 ``router serve``'s default engine. uvicorn (httptools' C parser, uvloop) holds the
 connections; the WSGI bridge runs unchanged inside :class:`GreenWSGI`, an ASGI application
 that calls it in a greenlet per request (``router.green``). Where the request path waits, for
-its attempt to be admitted, for a provider slot or for the provider's answer (aiohttp,
-``router.green_http``), the greenlet is parked and the loop serves others: a call in flight
-costs a few kilobytes, not a thread, and no GIL hand-off wakes it. Routes that may block in
+its attempt to be admitted, for a provider slot or for the provider's answer (its own HTTP
+client, ``router.green_http``), the greenlet is parked and the loop serves others: a call in
+flight costs a few kilobytes, not a thread, and no GIL hand-off wakes it. Routes that may block in
 ways the greenlets cannot park (the agent loop's MCP servers, the status pages' actor asks,
 configuration) run on a small thread pool instead, as they would on a threaded server.
 
@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from router import green
+from router.server import ServerAddress, _app_for
 
 __all__ = ["DEFAULT_GREEN_MAX_IN_FLIGHT", "GreenBridgeServer", "GreenWSGI", "engine_available"]
 
@@ -51,8 +52,8 @@ _GREEN_GEMINI_SUFFIXES = (":generateContent", ":streamGenerateContent")
 def engine_available() -> bool:
     """Whether the event-loop engine's libraries (the ``server`` extra) are installed."""
     try:
-        import aiohttp  # noqa: F401
         import greenlet  # noqa: F401
+        import httptools  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         return False
@@ -329,7 +330,7 @@ async def _watch_disconnect(receive: Any, gone: threading.Event, body: Any) -> N
                 logger.exception("closing a stream whose client left failed")
 
 
-class GreenBridgeServer:
+class GreenBridgeServer(ServerAddress):
     """The bridge on uvicorn in a background thread with its own event loop.
 
     The same options and contract as :class:`router.server.BridgeServer`; ``threads`` is
@@ -350,8 +351,6 @@ class GreenBridgeServer:
         reuse_port: bool = False,
         **create_app_kwargs: Any,
     ) -> None:
-        from router.server import _app_for
-
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
         if timeout <= 0:
@@ -377,15 +376,6 @@ class GreenBridgeServer:
         if self._socket is None:
             raise RuntimeError("the server is not started")
         return int(self._socket.getsockname()[1])
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def url(self) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
 
     def _listen(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET

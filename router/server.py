@@ -226,7 +226,27 @@ def _shutdown_request() -> Any:
     return _SHUTDOWNREQUEST
 
 
-class BridgeServer:
+class ServerAddress:
+    """``host`` and ``url`` of a bridge server (both engines); the server tells its ``port``."""
+
+    _host: str
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (IPv6 hosts in brackets)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+
+class BridgeServer(ServerAddress):
     """The bridge on a cheroot server in a background thread.
 
     ``threads``: request threads at most (the pool grows to it with demand). For a manager,
@@ -296,16 +316,6 @@ class BridgeServer:
         if self._server is None:
             raise RuntimeError("the server is not started")
         return int(self._server.bind_addr[1])
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def url(self) -> str:
-        """``http://host:port`` (IPv6 hosts in brackets)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
 
     def start(self) -> BridgeServer:
         """Listen, and serve in a background thread."""
@@ -454,7 +464,7 @@ def server_engine(engine: str) -> type:
         if engine_available():
             return GreenBridgeServer
         if engine == "loop":
-            raise ImportError("the loop engine needs uvicorn, aiohttp and greenlet")
+            raise ImportError("the loop engine needs uvicorn, httptools and greenlet")
     return BridgeServer
 
 

@@ -178,7 +178,7 @@ class HttpClient:
         timeout = self.timeout
         if read_timeout is not None and read_timeout < timeout[1]:
             timeout = (min(timeout[0], read_timeout), read_timeout)
-        if current_loop() is not None:  # a request greenlet: aiohttp, parked on the loop
+        if current_loop() is not None:  # a request greenlet: parked on the loop
             from router import green_http
 
             return green_http.send(request, body, timeout, self._default_headers, self.provider)
