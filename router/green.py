@@ -19,10 +19,10 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopInbox", "acquire", "current_loop", "enable", "new_queue", "run", "wait"]
+__all__ = ["LoopInbox", "acquire", "current_loop", "eager", "enable", "new_queue", "run", "wait"]
 
 T = TypeVar("T")
 
@@ -78,6 +78,38 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
         else:
             result = task.switch(value)
     return result  # type: ignore[no-any-return]
+
+
+def eager(coroutine: Coroutine[Any, Any, T], wait_rest: Callable[[Awaitable[T]], T]) -> T:
+    """Run ``coroutine`` here, in the request greenlet, until it first waits; most of the
+    bridge's awaits never do (uvicorn's ``send`` returns at once unless the client's buffer
+    is full, ``receive`` when the body is in), and then no switch to the loop is paid. If it
+    does wait, ``wait_rest`` (``wait``, or one bounded by a deadline) awaits the rest."""
+    try:
+        waiting = coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    return wait_rest(_resume(coroutine, waiting))
+
+
+async def _resume(coroutine: Coroutine[Any, Any, T], waiting: Any) -> T:
+    """Carry on with ``coroutine``, stopped on ``waiting``, as its task would."""
+    while True:
+        try:
+            if waiting is None:  # a bare yield (asyncio.sleep(0))
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((waiting,))  # done, whatever its outcome
+        except BaseException as error:  # noqa: BLE001 - cancelled: raised inside it
+            try:
+                waiting = coroutine.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            continue
+        try:
+            waiting = coroutine.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

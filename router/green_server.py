@@ -26,7 +26,7 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from router import green
@@ -189,7 +189,7 @@ class GreenWSGI:
             return
         loop = asyncio.get_running_loop()
         if runs_green(scope["method"], scope["path"]):
-            await green.run(self._handle, scope, receive, send, green.wait, loop)
+            await green.run(self._handle, scope, receive, send, _eager_wait, loop)
             return
 
         def wait(awaitable: Awaitable[Any]) -> Any:
@@ -214,7 +214,8 @@ class GreenWSGI:
             ]
             return _no_write
 
-        if wait is green.wait:
+        on_loop = wait is _eager_wait
+        if on_loop:
             wait_within = self._deadlines.wait
         else:
 
@@ -233,7 +234,7 @@ class GreenWSGI:
                 return
             # A streamed answer: a client that leaves cancels it (PEP 3333's close()).
             watch = _watch_disconnect(receive, gone, body)
-            if wait is green.wait:  # on the loop's thread
+            if on_loop:
                 watcher: Any = loop.create_task(watch)
             else:
                 watcher = asyncio.run_coroutine_threadsafe(watch, loop)
@@ -275,8 +276,12 @@ class _Deadlines:
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
-    def wait(self, awaitable: Awaitable[Any]) -> Any:
-        """``green.wait(awaitable)``, or ``TimeoutError`` once it waited past the timeout."""
+    def wait(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coroutine`` (``green.eager``); if it must wait, ``TimeoutError`` once it has
+        waited past the timeout."""
+        return green.eager(coroutine, self._bounded)
+
+    def _bounded(self, awaitable: Awaitable[Any]) -> Any:
         task = asyncio.current_task()
         assert task is not None
         loop = task.get_loop()
@@ -307,6 +312,11 @@ class _Deadlines:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+
+
+def _eager_wait(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """``wait`` of a request greenlet: the coroutine runs here until it must wait."""
+    return green.eager(coroutine, green.wait)
 
 
 def _no_write(data: bytes) -> None:

@@ -421,3 +421,39 @@ def test_a_chat_stream_answers_once_the_provider_accepts_not_at_its_first_conten
         assert sum(b'"role"' in line for line in rest) == 0  # the role chunk only once
     finally:
         upstream.stop()
+
+
+def test_eager_runs_a_coroutine_in_place_and_hands_the_loop_only_what_waits():
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        handed: list[str] = []
+
+        def wait_rest(rest: Any) -> Any:
+            handed.append("loop")
+            return green.wait(rest)
+
+        async def at_once() -> str:
+            return "at once"
+
+        async def after_a_future() -> str:
+            future = loop.create_future()
+            loop.call_later(0.01, future.set_result, "later")
+            return await future
+
+        async def failing() -> None:
+            await asyncio.sleep(0)
+            raise ValueError("inside")
+
+        def blocking() -> list[Any]:
+            got: list[Any] = [green.eager(at_once(), wait_rest), list(handed)]
+            got.append(green.eager(after_a_future(), wait_rest))
+            got.append(list(handed))
+            try:
+                green.eager(failing(), wait_rest)
+            except ValueError as error:
+                got.append(str(error))
+            return got
+
+        return await green.run(blocking)
+
+    assert asyncio.run(scenario()) == ["at once", [], "later", ["loop"], "inside"]
