@@ -809,3 +809,25 @@ def test_stream_translator_sends_role_content_tool_deltas_finish_and_usage():
     }
     assert finish["model"] == "gpt-4o-mini"
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 12
+
+
+def test_content_events_rendered_from_a_frame_are_the_general_path_byte_for_byte():
+    from router.bridge.openai_chat import ChatEvents
+
+    class NoSecrets:
+        def scrub(self, text: str) -> str:
+            return text
+
+    for usage in (False, True):
+        fast_side = ChatStreamTranslator(model="gpt-4o-mini", include_usage=usage)
+        general = ChatStreamTranslator(model="gpt-4o-mini", include_usage=usage)
+        general.completion_id, general.created = fast_side.completion_id, fast_side.created
+        events = ChatEvents(NoSecrets(), fast_side)
+        events.prelude()
+        general.opening()
+        for text, model in [("Hello", None), (' "q" \\ é \n \x00', "gpt-4o-mini"), ("x", None)]:
+            chunk = StreamChunk(content=text, model=model)
+            expected = "".join(
+                f"data: {events.dumps(o)}\n\n" for o in general.translate(chunk)
+            ).encode()
+            assert events.chunk(chunk) == expected

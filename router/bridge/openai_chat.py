@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -509,6 +509,7 @@ class ChatStreamTranslator:
         self._model_known = False
         self._started = False
         self._tool_ids: dict[int, str] = {}
+        self._content_frame: tuple[str, str, str] | None = None  # (model, before, after)
 
     def _object(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -522,6 +523,20 @@ class ChatStreamTranslator:
         if self.include_usage:
             out["usage"] = None  # as OpenAI does on every chunk but the usage one
         return out
+
+    def content_event(self, text: str, dumps: Callable[[Any], str]) -> str | None:
+        """The ``data:`` event of a chunk that is content alone, past the first one: the
+        object around the text is rendered once per stream (a stream has hundreds of these);
+        None when the general path must run (``translate``)."""
+        if not self._started:
+            return None
+        frame = self._content_frame
+        if frame is None or frame[0] != self.model:
+            marker = '"\\u0000"'  # how dumps writes the placeholder "\x00"
+            # The last one: the content comes after the id and the model, which might hold it.
+            before, _, after = dumps(self._object({"content": "\x00"})).rpartition(marker)
+            frame = self._content_frame = (self.model, "data: " + before, after + "\n\n")
+        return frame[1] + dumps(text) + frame[2]
 
     def opening(self) -> list[dict[str, Any]]:
         """The first object (``delta.role``), once: sent before any chunk when the stream
@@ -622,6 +637,16 @@ class ChatEvents(Events):
         return "".join(f"data: {self.dumps(o)}\n\n" for o in self._translator.opening()).encode()
 
     def chunk(self, chunk: StreamChunk) -> bytes:
+        if (
+            chunk.content
+            and not chunk.is_complete
+            and not chunk.reasoning
+            and not chunk.tool_call_deltas
+            and (chunk.model is None or self._translator.model == chunk.model)
+        ):
+            event = self._translator.content_event(chunk.content, self.dumps)
+            if event is not None:
+                return event.encode()
         out = "".join(f"data: {self.dumps(obj)}\n\n" for obj in self._translator.translate(chunk))
         if chunk.is_complete:
             out += "data: [DONE]\n\n"
