@@ -12,7 +12,6 @@ import functools
 import json
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from router.errors import StructuredOutputError
@@ -22,7 +21,10 @@ __all__ = ["parse_answer"]
 
 
 @functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Draft202012Validator:
+def _validator(schema_json: str) -> Any:
+    # Imported on the first structured answer only: jsonschema costs ~40 ms of import time.
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(json.loads(schema_json))
 
 

@@ -105,3 +105,73 @@ def test_console_examples_run(readme_env, tmp_path, monkeypatch):
         assert result.exit_code == 0, f"{command}: {result.output}"
         for key in KEYS.values():
             assert key not in result.output
+
+
+# Module names of requirements that differ from their distribution's name.
+MODULE_OF = {
+    "sseclient-py": "sseclient",
+    "opentelemetry-api": "opentelemetry",
+    "opentelemetry-sdk": "opentelemetry",
+    "google-genai": "google.genai",
+    "pyyaml": "yaml",
+}
+
+
+def not_installed_by_default() -> set[str]:
+    """The modules of every extra's requirements that ``pip install -e .`` does not bring."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+
+    def names(text: str) -> set[str]:
+        found = set()
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                found.add(re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower())
+        return found
+
+    required = names(setup["options"]["install_requires"])
+    extras = set().union(*(names(v) for v in setup["options.extras_require"].values()))
+    return {MODULE_OF.get(name, name.replace("-", "_")) for name in extras - required}
+
+
+DEMO_WITHOUT_EXTRAS = """
+import importlib.abc, importlib.util, sys
+blocked = set(sys.argv[1].split(","))
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in blocked or name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (not installed by `pip install -e .`)")
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+real_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: (
+    None if name in blocked or name.split(".")[0] in blocked else real_find_spec(name, *a)
+)
+from router.cli import main
+sys.argv = ["router", "demo"]
+main()
+"""
+
+
+def test_router_demo_runs_without_any_extra(tmp_path):
+    # The README's first command: `pip install -e . && router demo`. Everything the demo
+    # imports must come with the package's own requirements (jsonschema was once missing).
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ROUTER_LEDGER_PATH": str(tmp_path / "l.db")}
+    done = subprocess.run(
+        [sys.executable, "-c", DEMO_WITHOUT_EXTRAS, ",".join(sorted(not_installed_by_default()))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "total:" in done.stdout + done.stderr
