@@ -194,7 +194,7 @@ class GreenWSGI:
 
         def wait(awaitable: Awaitable[Any]) -> Any:
             # Bounded: a loop that stops meanwhile never runs the coroutine.
-            future = asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop)
+            future = asyncio.run_coroutine_threadsafe(awaitable, loop)  # type: ignore[arg-type]
             return future.result(self.timeout + 30)
 
         await loop.run_in_executor(self._threads, self._handle, scope, receive, send, wait, loop)
@@ -321,10 +321,6 @@ def _eager_wait(coroutine: Coroutine[Any, Any, Any]) -> Any:
 
 def _no_write(data: bytes) -> None:
     raise RuntimeError("the bridge never uses the WSGI write() callable")
-
-
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 async def _watch_disconnect(receive: Any, gone: threading.Event, body: Any) -> None:

@@ -48,6 +48,31 @@ def make_manager(emulator: Any) -> Iterator[Any]:
     pykka.ActorRegistry.stop_all()
 
 
+@pytest.fixture(params=["loop", "threads"])
+def engine(request) -> type:
+    """The server class of each engine (``router serve --engine``)."""
+    from router.server import server_engine
+
+    return server_engine(request.param)
+
+
+@pytest.fixture
+def start_server(make_manager) -> Iterator[Any]:
+    """``start_server(server_class, manager=None, **kwargs)``: a started bridge server for a
+    manager (default config), without auth unless asked; all are stopped after the test."""
+    servers: list[Any] = []
+
+    def start(server_class: type, manager: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("auth_token", "")
+        server = server_class(manager or make_manager(), **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture
 def start_workers(tmp_path) -> Iterator:
     """Start workers in parallel and wait until each is ready; all are killed after the test."""

@@ -15,7 +15,7 @@ import pytest
 import requests
 from support import KEYS, router_config
 
-from router.server import BridgeServer, server_engine
+from router.server import BridgeServer
 
 WEATHER = {
     "type": "function",
@@ -32,26 +32,10 @@ WEATHER = {
 LONG_PROMPT = " ".join(f"word{i}" for i in range(200))
 
 
-@pytest.fixture(params=["loop", "threads"])
-def engine(request) -> type:
-    """The server class of each engine (``router serve --engine``)."""
-    return server_engine(request.param)
-
-
 @pytest.fixture
-def serve(make_manager, engine) -> Iterator[Any]:
-    """Start a server of ``engine`` for a manager (default config); stopped after the test."""
-    servers: list[BridgeServer] = []
-
-    def start(manager: Any = None, **kwargs: Any) -> BridgeServer:
-        kwargs.setdefault("auth_token", "")
-        server = engine(manager or make_manager(), threads=4, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(start_server, engine) -> Any:
+    """Start a server of each ``engine`` for a manager (default config)."""
+    return lambda manager=None, **kwargs: start_server(engine, manager, threads=4, **kwargs)
 
 
 def client(server: BridgeServer, api_key: str = "unused") -> openai.OpenAI:

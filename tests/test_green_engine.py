@@ -12,7 +12,6 @@ import asyncio
 import json
 import queue
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -122,18 +121,9 @@ class HeldUpstream:
 
 
 @pytest.fixture
-def loop_server(make_manager) -> Iterator[Any]:
-    servers: list[GreenBridgeServer] = []
-
-    def start(manager: Any = None, **kwargs: Any) -> GreenBridgeServer:
-        kwargs.setdefault("auth_token", "")
-        server = GreenBridgeServer(manager or make_manager(), **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def loop_server(start_server) -> Any:
+    """Start a loop-engine server for a manager (default config)."""
+    return lambda manager=None, **kwargs: start_server(GreenBridgeServer, manager, **kwargs)
 
 
 def _one_provider(url: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +21,7 @@ import requests
 import yaml
 from support import router_config
 
-from router.server import BridgeServer, default_max_in_flight, server_engine
+from router.server import BridgeServer, default_max_in_flight
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -35,25 +35,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         tick.wait(0.01)
 
 
-@pytest.fixture(params=["loop", "threads"])
-def engine(request) -> type:
-    """The server class of each engine (``router serve --engine``)."""
-    return server_engine(request.param)
-
-
 @pytest.fixture
-def serve(make_manager, engine) -> Iterator[Callable[..., BridgeServer]]:
-    servers: list[BridgeServer] = []
-
-    def start(manager: Any = None, **kwargs: Any) -> BridgeServer:
-        kwargs.setdefault("auth_token", "")
-        server = engine(manager or make_manager(), **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(start_server, engine) -> Callable[..., BridgeServer]:
+    """Start a server of each ``engine`` for a manager (default config)."""
+    return lambda manager=None, **kwargs: start_server(engine, manager, **kwargs)
 
 
 def post(server: BridgeServer, path: str = "/v1/chat/completions", **kwargs: Any) -> Any:
