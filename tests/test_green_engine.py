@@ -192,15 +192,20 @@ def test_failover_runs_through_the_actors_and_back_onto_the_loop(loop_server, em
         assert health["openai"].in_flight == 0
 
 
-def test_a_deadline_on_the_loop_answers_in_time_and_frees_the_provider(loop_server, emulator):
-    emulator.set_pacing("openai", ttft=5.0)
-    server = loop_server()
-    body = {**CHAT, "timeout": 0.5}
-    answer = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
-    assert answer.status_code == 504, answer.text
-    assert answer.elapsed.total_seconds() < 4.0
-    manager = server.app.manager
-    assert manager.provider_health()["openai"].in_flight == 0
+def test_a_deadline_on_the_loop_answers_in_time_and_frees_the_provider(loop_server, make_manager):
+    # An upstream of its own that never answers in time: a held call at the shared emulator
+    # would be counted there seconds later, in another test's counters.
+    upstream = HeldUpstream(1).start()
+    try:
+        server = loop_server(make_manager(_one_provider(upstream.url)))
+        body = {**CHAT, "timeout": 0.5}
+        answer = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+        assert answer.status_code == 504, answer.text
+        assert answer.elapsed.total_seconds() < 4.0
+        assert upstream.arrived.is_set()
+        assert server.app.manager.provider_health()["openai"].in_flight == 0
+    finally:
+        upstream.stop()
 
 
 def test_a_budget_is_never_overspent_by_concurrent_calls_on_the_loop(loop_server, emulator):
