@@ -45,7 +45,7 @@ _BACKLOG = 4096
 # The request paths of the doors that answer with the manager's process_request/
 # stream_request only: these run as greenlets. (The agent loop behind /ai/generate with
 # mcp_servers talks to MCP servers through blocking sessions; it runs on a thread.)
-_GREEN_POSTS = ("/v1/chat/completions", "/v1/messages", "/v1/completions")
+_GREEN_POSTS = ("/v1/chat/completions", "/v1/messages", "/v1/completions", "/v1/responses")
 _GREEN_GEMINI_SUFFIXES = (":generateContent", ":streamGenerateContent")
 
 

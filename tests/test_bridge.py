@@ -823,7 +823,7 @@ def test_content_events_rendered_from_a_frame_are_the_general_path_byte_for_byte
         general = ChatStreamTranslator(model="gpt-4o-mini", include_usage=usage)
         general.completion_id, general.created = fast_side.completion_id, fast_side.created
         events = ChatEvents(NoSecrets(), fast_side)
-        events.prelude()
+        events.prelude(None)
         general.opening()
         for text, model in [("Hello", None), (' "q" \\ é \n \x00', "gpt-4o-mini"), ("x", None)]:
             chunk = StreamChunk(content=text, model=model)

@@ -175,6 +175,30 @@ def test_hundreds_of_calls_in_flight_hold_no_thread_each(loop_server, make_manag
         upstream.stop()
 
 
+def test_responses_calls_in_flight_are_not_bounded_by_the_thread_routes(loop_server, make_manager):
+    calls = 48  # more than the 32 threads the routes that may block share
+    upstream = HeldUpstream(calls).start()
+    try:
+        server = loop_server(make_manager(_one_provider(upstream.url)))
+        session = requests.Session()
+        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=calls))
+        body = {"model": "gpt-4o-mini", "input": "hi"}
+        with ThreadPoolExecutor(calls) as pool:
+            answers = [
+                pool.submit(session.post, server.url + "/v1/responses", json=body, timeout=60)
+                for _ in range(calls)
+            ]
+            assert upstream.arrived.wait(30), f"only {upstream.count} calls reached upstream"
+            upstream.release()
+            results = [future.result(timeout=60) for future in answers]
+        assert [r.status_code for r in results] == [200] * calls
+        assert {r.json()["output"][0]["content"][0]["text"] for r in results} == {
+            "Hello from the mock"
+        }
+    finally:
+        upstream.stop()
+
+
 def test_failover_runs_through_the_actors_and_back_onto_the_loop(loop_server, emulator):
     emulator.add_fault(provider="openai", kind="server_error", count=100)
     from router.manager import AIProviderManager
@@ -257,6 +281,7 @@ def test_a_stream_on_the_loop_bills_what_it_read_when_the_client_leaves(
 def test_routes_that_may_block_run_on_threads_and_do_not_stall_the_loop(loop_server):
     assert runs_green("POST", "/v1/chat/completions")
     assert runs_green("POST", "/v1/messages")
+    assert runs_green("POST", "/v1/responses")
     assert runs_green("POST", "/v1beta/models/gemini-1.5-flash:streamGenerateContent")
     assert not runs_green("GET", "/v1/models")
     assert not runs_green("POST", "/ai/generate")  # may run the agent loop over MCP
@@ -391,29 +416,59 @@ def test_a_client_that_stops_reading_is_dropped_after_the_timeout(loop_server, m
         upstream.stop()
 
 
-def test_a_chat_stream_answers_once_the_provider_accepts_not_at_its_first_content(
-    loop_server, make_manager
+# Each door's stream as its own provider opens it: what the client has before any content.
+EARLY_DOORS = {
+    "chat": (
+        "/v1/chat/completions",
+        CHAT,
+        b'data: {"id":',
+        b'"delta":{"role":"assistant","content":""}',
+    ),
+    "messages": (
+        "/v1/messages",
+        {**CHAT, "max_tokens": 64},
+        b"event: message_start",
+        b'"type":"message_start","message":{"id":',
+    ),
+    "responses": (
+        "/v1/responses",
+        {"model": "gpt-4o-mini", "input": "hi"},
+        b"event: response.created",
+        b'"type":"response.created","sequence_number":0',
+    ),
+}
+
+
+@pytest.mark.parametrize("door", sorted(EARLY_DOORS))
+def test_a_stream_answers_once_the_provider_accepts_not_at_its_first_content(
+    loop_server, make_manager, door
 ):
+    path, body, first_line, first_event = EARLY_DOORS[door]
     upstream = HeldUpstream(1).start()
     try:
         server = loop_server(make_manager(_one_provider(upstream.url)))
         with requests.post(
-            server.url + "/v1/chat/completions",
-            json={**CHAT, "stream": True},
+            server.url + path,
+            json={**body, "stream": True},
+            headers={"anthropic-version": "2023-06-01"},  # needed by /v1/messages only
             stream=True,
             timeout=30,
         ) as answer:
             # The upstream sent its role chunk and holds the content: the client already has
-            # the status, the provider's name and the role chunk (OpenAI's first event).
+            # the status, the provider's name and the door's opening event.
             assert answer.status_code == 200
             assert answer.headers["X-Router-Provider"] == "openai"
-            data = (line for line in answer.iter_lines() if line.startswith(b"data: "))
-            assert b'"delta":{"role":"assistant","content":""}' in next(data)
+            lines = (line for line in answer.iter_lines() if line)
+            line = next(lines)
+            assert line.startswith(first_line)
+            if not line.startswith(b"data: "):
+                line = next(lines)
+            assert first_event in line
+            assert b'"model":"gpt-4o-mini"' in line
             upstream.release()
-            rest = list(data)
-        assert b'"content":"Hello"' in rest[0]
-        assert rest[-1] == b"data: [DONE]"
-        assert sum(b'"role"' in line for line in rest) == 0  # the role chunk only once
+            rest = b"\n".join(lines)
+        assert b"Hello" in rest
+        assert first_event not in rest  # the opening only once
     finally:
         upstream.stop()
 

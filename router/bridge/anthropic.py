@@ -458,8 +458,11 @@ class MessageEvents(Events):
     """The router's chunks as Anthropic's stream: ``message_start``, a ``content_block_start``
     / ``_delta`` / ``_stop`` run per block (text deltas; ``tool_use`` with ``input_json_delta``
     fragments), one ``ping``, ``message_delta`` with the stop reason and the cumulative usage,
-    ``message_stop``; a failure is an ``error`` event.
+    ``message_stop``; a failure is an ``error`` event. ``message_start`` goes out as soon as a
+    provider accepts the stream, as Anthropic sends it before any content.
     """
+
+    opens_early = True
 
     def __init__(self, secrets: Any, model: str | None) -> None:
         super().__init__(secrets)
@@ -497,22 +500,28 @@ class MessageEvents(Events):
     def _delta(self, index: int, delta: dict[str, Any]) -> str:
         return self._event({"type": "content_block_delta", "index": index, "delta": delta})
 
+    def prelude(self, model: str | None) -> bytes:
+        return "".join(self._start(model)).encode()
+
+    def _start(self, model: str | None) -> list[str]:
+        if self._started:
+            return []
+        self._started = True
+        self._model = model or self._model
+        message = {
+            "id": new_message_id(),
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage_body(None),
+        }
+        return [self._event({"type": "message_start", "message": message})]
+
     def chunk(self, chunk: StreamChunk) -> bytes:
-        out: list[str] = []
-        if not self._started:
-            self._started = True
-            self._model = chunk.model or self._model
-            message = {
-                "id": new_message_id(),
-                "type": "message",
-                "role": "assistant",
-                "model": self._model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": usage_body(None),
-            }
-            out.append(self._event({"type": "message_start", "message": message}))
+        out = self._start(chunk.model)
         if chunk.reasoning:
             if self._open != "thinking":
                 block = {"type": "thinking", "thinking": "", "signature": ""}

@@ -349,7 +349,8 @@ class BridgeApp:
         try:
             if events.opens_early and hasattr(stream, "accepted"):
                 stream.accepted()
-                prelude = events.prelude()
+                answering = stream.answering
+                prelude = events.prelude(answering[1] if answering is not None else None)
             else:
                 first = next(stream)
         except StopIteration:

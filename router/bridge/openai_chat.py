@@ -506,7 +506,7 @@ class ChatStreamTranslator:
         self.include_usage = include_usage
         # The requested name until a chunk says which model serves (the final one does).
         self.model = model or ""
-        self._model_known = False
+        self.model_known = False
         self._started = False
         self._tool_ids: dict[int, str] = {}
         self._content_frame: tuple[str, str, str] | None = None  # (model, before, after)
@@ -548,8 +548,8 @@ class ChatStreamTranslator:
 
     def translate(self, chunk: StreamChunk) -> list[dict[str, Any]]:
         """The chunk objects for one router chunk (error chunks are the caller's business)."""
-        if chunk.model and not self._model_known:
-            self.model, self._model_known = chunk.model, True
+        if chunk.model and not self.model_known:
+            self.model, self.model_known = chunk.model, True
         out: list[dict[str, Any]] = self.opening()
         if chunk.reasoning:
             out.append(self._object({"reasoning_content": chunk.reasoning}))
@@ -633,8 +633,11 @@ class ChatEvents(Events):
         super().__init__(secrets)
         self._translator = translator
 
-    def prelude(self) -> bytes:
-        return "".join(f"data: {self.dumps(o)}\n\n" for o in self._translator.opening()).encode()
+    def prelude(self, model: str | None) -> bytes:
+        translator = self._translator
+        if model and not translator.model_known:
+            translator.model = model  # the provider's name, not an alias; a chunk may refine it
+        return "".join(f"data: {self.dumps(o)}\n\n" for o in translator.opening()).encode()
 
     def chunk(self, chunk: StreamChunk) -> bytes:
         if (

@@ -455,8 +455,11 @@ class ResponseEvents(Events):
     (text: ``content_part.added``, ``output_text.delta``, ``output_text.done``,
     ``content_part.done``; calls: ``function_call_arguments.delta`` / ``.done``), then
     ``response.completed`` (or ``response.incomplete``) with usage. A failure is an ``error``
-    event followed by ``response.failed``.
+    event followed by ``response.failed``. ``response.created`` and ``response.in_progress`` go
+    out as soon as a provider accepts the stream, as OpenAI sends them before any output.
     """
+
+    opens_early = True
 
     def __init__(self, secrets: Any, request: AIRequest) -> None:
         super().__init__(secrets)
@@ -581,13 +584,21 @@ class ResponseEvents(Events):
             ),
         ]
 
+    def prelude(self, model: str | None) -> bytes:
+        return "".join(self._start(model)).encode()
+
+    def _start(self, model: str | None) -> list[str]:
+        if self._sequence:
+            return []
+        self._model = model or self._request.model
+        created = self._snapshot("in_progress")
+        return [
+            self._event("response.created", response=created),
+            self._event("response.in_progress", response=created),
+        ]
+
     def chunk(self, chunk: StreamChunk) -> bytes:
-        out: list[str] = []
-        if self._sequence == 0:
-            self._model = chunk.model or self._request.model
-            created = self._snapshot("in_progress")
-            out.append(self._event("response.created", response=created))
-            out.append(self._event("response.in_progress", response=created))
+        out = self._start(chunk.model)
         if chunk.reasoning:
             if self._open is None or self._open["type"] != "reasoning":
                 out += self._open_reasoning()

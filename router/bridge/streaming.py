@@ -31,8 +31,9 @@ class Events:
     def __init__(self, secrets: Secrets) -> None:
         self.secrets = secrets
 
-    def prelude(self) -> bytes:
-        """The events sent before the first chunk when :attr:`opens_early`."""
+    def prelude(self, model: str | None) -> bytes:
+        """The events sent before the first chunk when :attr:`opens_early`; ``model`` is the
+        model the accepting provider was asked for (None if unknown)."""
         return b""
 
     def chunk(self, chunk: StreamChunk) -> bytes:
