@@ -7,6 +7,10 @@
 - Concurrent streams: ``--streams`` streams held open at once (each ``--stream-seconds`` long),
   all read to their end. How many complete, time to first byte vs the upstream's own, RSS
   growth per open stream.
+- Library (``--only library``): ``--callers`` threads of one process each call
+  ``manager.process_request`` at once against the same upstream, as a thread-based server
+  embedding the manager does: how many calls the upstream held at once (``GET /peak``), all
+  answered, overhead p50/p99 (all start at the same instant: the p99 is the burst's CPU).
 
 Each scenario first runs a **calibration**: the same load generator against the upstream alone,
 which shows what the generator and the upstream add by themselves (they must not be what is
@@ -18,6 +22,7 @@ machine is shared.
     python bench/bench_capacity.py                         # both scenarios, full size
     python bench/bench_capacity.py --quick                 # smaller
     python bench/bench_capacity.py --only open --rate 500 --duration 30 --rounds 2
+    python bench/bench_capacity.py --only library --callers 1000
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,13 +117,9 @@ def slow_upstream(latency: float, stream_ttft: float, stream_seconds: float) -> 
         child.wait(10)
 
 
-@contextlib.contextmanager
-def router_serve(upstream: str, extra: list[str]) -> Iterator[tuple[str, int]]:
-    """``router serve`` with its defaults in a child process."""
-    import yaml
-
-    folder = tempfile.mkdtemp(prefix="router-capacity-")
-    config = {
+def upstream_config(upstream: str, ledger: dict[str, Any]) -> dict[str, Any]:
+    """One OpenAI provider on the slow upstream, every other setting the router's default."""
+    return {
         "providers": [
             {
                 "name": "openai",
@@ -126,9 +129,20 @@ def router_serve(upstream: str, extra: list[str]) -> Iterator[tuple[str, int]]:
                 "timeout": 60.0,
             }
         ],
-        "ledger": {"type": "sqlite", "path": os.path.join(folder, "ledger.db")},
+        "ledger": ledger,
         "request_timeout": 60.0,
     }
+
+
+@contextlib.contextmanager
+def router_serve(upstream: str, extra: list[str]) -> Iterator[tuple[str, int]]:
+    """``router serve`` with its defaults in a child process."""
+    import yaml
+
+    folder = tempfile.mkdtemp(prefix="router-capacity-")
+    config = upstream_config(
+        upstream, {"type": "sqlite", "path": os.path.join(folder, "ledger.db")}
+    )
     path = os.path.join(folder, "config.yaml")
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle)
@@ -392,9 +406,80 @@ def stream_scenario(args: argparse.Namespace) -> list[str]:
     return out
 
 
+# --- the library: a thread-based server embedding the manager ------------------------------
+
+
+def library_scenario(args: argparse.Namespace) -> list[str]:
+    from router.manager import AIProviderManager
+
+    callers = args.callers
+    print(
+        f"-- library: {callers} threads call manager.process_request at once, upstream answers "
+        f"after {args.latency:g} s (default provider settings)"
+    )
+    request = json.loads(body(False))
+    with slow_upstream(args.latency, args.stream_ttft, args.stream_seconds) as (upstream, _):
+
+        def peak() -> int:
+            with urllib.request.urlopen(upstream + "/peak", timeout=10) as answer:
+                return int(json.load(answer)["peak"])
+
+        with AIProviderManager(upstream_config(upstream, {"type": "memory"})) as manager:
+            manager.process_request(request)  # warm: imports, the first connection
+            peak()
+            start = threading.Barrier(callers + 1)
+            latencies: list[float] = []
+            errors: dict[str, int] = {}
+
+            def call() -> None:
+                start.wait()
+                began = time.perf_counter()
+                try:
+                    manager.process_request(request, timeout=60)
+                    latencies.append(time.perf_counter() - began)
+                except Exception as error:  # noqa: BLE001 - counted and printed
+                    name = type(error).__name__
+                    errors[name] = errors.get(name, 0) + 1
+
+            threading.stack_size(256 * 1024)  # a server's request threads need little
+            pool = [threading.Thread(target=call) for _ in range(callers)]
+            threading.stack_size(0)
+            for thread in pool:
+                thread.start()
+            cpu0 = time.process_time()
+            start.wait()
+            began = time.perf_counter()
+            for thread in pool:
+                thread.join(120)
+            wall = time.perf_counter() - began
+            cpu = time.process_time() - cpu0
+            held = peak()
+    overhead = sorted((t - args.latency) * 1000 for t in latencies)
+    print(
+        f"   {'callers':>7} {'answered':>8} {'upstream peak':>13} {'ovh p50':>8} {'ovh p99':>8} "
+        f"{'wall s':>7} {'cpu us/call':>11}"
+    )
+    print(
+        f"   {callers:7d} {len(latencies):8d} {held:13d} {percentile(overhead, 0.5):8.1f} "
+        f"{percentile(overhead, 0.99):8.1f} {wall:7.2f} {cpu * 1e6 / callers:11.0f}  "
+        f"{load_average()}  {errors or ''}"
+    )
+    good = len(latencies) == callers and held == callers
+    return [
+        verdict(
+            f"library: {callers} request threads keep {callers} calls in flight",
+            good,
+            f"{len(latencies)}/{callers} answered, upstream held {held} at once, overhead p99 "
+            f"{percentile(overhead, 0.99):.0f} ms",
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", default="open,streams", help="open, streams or both")
+    parser.add_argument(
+        "--only", default="open,streams,library", help="open, streams, library, or a list"
+    )
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--latency", type=float, default=1.5)
@@ -403,6 +488,7 @@ def main() -> None:
     parser.add_argument("--stream-ttft", type=float, default=0.5)
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds to open the streams")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--callers", type=int, default=1000, help="library: request threads")
     parser.add_argument("--quick", action="store_true", help="rate 200 for 10 s, 300 streams")
     parser.add_argument(
         "--serve-args", default="", help="extra `router serve` options, e.g. '--workers 2'"
@@ -412,7 +498,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.rate, args.duration, args.streams = 200.0, 10.0, 300
+        args.rate, args.duration, args.streams, args.callers = 200.0, 10.0, 300, 300
     args.serve_args = args.serve_args.split()
     print_header("bench_capacity: router serve (defaults) against a slow upstream")
     print(f"   serve options: {args.serve_args or '(defaults)'} | {load_average()}")
@@ -421,6 +507,8 @@ def main() -> None:
         lines += open_scenario(args)
     if "streams" in args.only:
         lines += stream_scenario(args)
+    if "library" in args.only:
+        lines += library_scenario(args)
     print("-- verdicts")
     for line in lines:
         print(line)

@@ -10,6 +10,9 @@ play the same latency with its ``ttft`` pacing, but spends a thread and ~0.8 ms 
 request, which on two cores is a share of the machine the benchmark needs).
 
     python bench/slow_upstream.py --latency 1.5      # prints its base URL, serves until EOF on stdin
+
+``GET /peak`` answers ``{"peak": n}``: the most non-streamed requests it held at once since the
+last ``GET /peak`` (how many calls a client really kept in flight).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import pathlib
 import sys
 
@@ -24,6 +28,9 @@ BODIES = pathlib.Path(__file__).resolve().parent / "nginx" / "bodies"
 
 
 class Upstream(asyncio.Protocol):
+    held = 0  # non-streamed requests waiting for their answer, all connections
+    peak = 0  # the most held at once since the last GET /peak
+
     def __init__(self, config: argparse.Namespace, json_reply: bytes, events: list[bytes]) -> None:
         self.config = config
         self.json_reply = json_reply
@@ -31,6 +38,7 @@ class Upstream(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.handles: list[asyncio.TimerHandle] = []
+        self.waiting = 0  # this connection's share of ``held``
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -38,6 +46,8 @@ class Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for handle in self.handles:
             handle.cancel()
+        Upstream.held -= self.waiting  # their answers will never be sent
+        self.waiting = 0
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -56,11 +66,18 @@ class Upstream(asyncio.Protocol):
                 return
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
+            if head.startswith(b"get /peak"):
+                self.write_json(json.dumps({"peak": Upstream.peak}).encode())
+                Upstream.peak = Upstream.held
+                continue
             self.answer(b'"stream":true' in body.replace(b" ", b""))
 
     def answer(self, stream: bool) -> None:
         loop = asyncio.get_running_loop()
         if not stream:
+            Upstream.held += 1
+            self.waiting += 1
+            Upstream.peak = max(Upstream.peak, Upstream.held)
             self.handles.append(loop.call_later(self.config.latency, self.send, self.json_reply))
             return
         ttft = self.config.stream_ttft
@@ -78,6 +95,11 @@ class Upstream(asyncio.Protocol):
             self.handles.append(loop.call_later(ttft + index * step, self.write, piece))
 
     def send(self, body: bytes) -> None:
+        Upstream.held -= 1
+        self.waiting -= 1
+        self.write_json(body)
+
+    def write_json(self, body: bytes) -> None:
         self.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (len(body), body)
