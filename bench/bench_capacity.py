@@ -10,7 +10,8 @@
 - Library (``--only library``): ``--callers`` threads of one process each call
   ``manager.process_request`` at once against the same upstream, as a thread-based server
   embedding the manager does: how many calls the upstream held at once (``GET /peak``), all
-  answered, overhead p50/p99 (all start at the same instant: the p99 is the burst's CPU).
+  answered, overhead p50/p99 from each call's own start, and the wall time until the last
+  answer (the burst's CPU: a thousand calls start at the same instant on one GIL).
 
 Each scenario first runs a **calibration**: the same load generator against the upstream alone,
 which shows what the generator and the upstream add by themselves (they must not be what is
