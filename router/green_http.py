@@ -38,6 +38,10 @@ __all__ = ["GreenResponse", "close_pools", "send"]
 # Read no further ahead of a stream's reader than this (the server waits meanwhile).
 _HIGH_WATER = 1 << 20
 _IDLE_PER_ORIGIN = 1024  # idle keep-alive connections kept per origin
+#: Seconds an idle keep-alive connection is kept for the next call (aiohttp's default).
+#: Servers close theirs after an idle time of their own; a call sent on a connection just as
+#: its server closes it fails, so ours give up first rather than meet that race.
+IDLE_EXPIRY = 15.0
 
 
 class _Broken(Exception):
@@ -64,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.error: BaseException | None = None
+        self.idle_since = 0.0  # loop time it went back to the pool
         self._waiter: asyncio.Future[None] | None = None
         self._deadline = 0.0
         self._paused = False
@@ -194,8 +199,12 @@ class _Pool:
     async def connect(self, origin: tuple[str, str, int], timeout: float) -> _Connection:
         idle = self.idle.get(origin)
         while idle:
-            connection = idle.pop()
-            if not connection.closed:
+            connection = idle.pop()  # the most recently used: the others are older
+            if self.loop.time() - connection.idle_since >= IDLE_EXPIRY:
+                connection.close()
+                while idle:
+                    idle.popleft().close()
+            elif not connection.closed:
                 connection._reset()
                 return connection
         scheme, host, port = origin
@@ -218,6 +227,7 @@ class _Pool:
         if len(idle) >= _IDLE_PER_ORIGIN:
             connection.close()
             return
+        connection.idle_since = self.loop.time()
         idle.append(connection)
 
     def _tls_context(self) -> ssl.SSLContext:

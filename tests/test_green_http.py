@@ -91,6 +91,21 @@ def test_one_keep_alive_connection_serves_calls_one_after_another():
     assert b"Accept-Encoding: identity" in first
 
 
+def test_an_idle_connection_past_its_expiry_is_closed_not_reused(monkeypatch):
+    closed_by_client: list[bool] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"{}"))  # keep-alive: the client decides
+        closed_by_client.append(await reader.read() == b"")
+
+    monkeypatch.setattr(green_http, "IDLE_EXPIRY", 0.0)  # every idle connection has expired
+    answers, counts = run(handler, lambda url: [send(url).content for _ in range(2)])
+    assert answers == [b"{}", b"{}"]
+    assert counts["connections"] == 2
+    assert closed_by_client[:1] == [True]  # the expired one was closed, not left open
+
+
 def test_a_server_that_closes_after_answering_gets_a_new_connection():
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
