@@ -16,13 +16,26 @@ threaded path, unchanged; ``greenlet`` is imported only by :func:`enable`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["LoopInbox", "acquire", "current_loop", "eager", "enable", "new_queue", "run", "wait"]
+__all__ = [
+    "LoopInbox",
+    "acquire",
+    "current_loop",
+    "eager",
+    "enable",
+    "new_queue",
+    "offload",
+    "offload_iteration",
+    "run",
+    "wait",
+]
 
 T = TypeVar("T")
 
@@ -190,3 +203,69 @@ def _give_back(slots: Any) -> Callable[[asyncio.Future[Any]], None]:
             slots.release()
 
     return done
+
+
+# --- blocking work a greenlet cannot park on --------------------------------------------------
+
+_OFFLOAD_THREADS = 32
+_offload_pool: ThreadPoolExecutor | None = None
+_offload_lock = threading.Lock()
+
+
+def _offload_threads() -> ThreadPoolExecutor:
+    global _offload_pool
+    with _offload_lock:
+        if _offload_pool is None:
+            _offload_pool = ThreadPoolExecutor(
+                _OFFLOAD_THREADS, thread_name_prefix="router-offload"
+            )
+        return _offload_pool
+
+
+def offload(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, which may block in ways a greenlet cannot park (the agent loop waits on
+    MCP sessions and thread futures): on a thread of a shared pool when called from a request
+    greenlet, which parks meanwhile; directly on a plain thread."""
+    loop = current_loop()
+    if loop is None:
+        return fn(*args)
+    return wait(loop.run_in_executor(_offload_threads(), functools.partial(fn, *args)))
+
+
+def offload_iteration(iterable: Iterable[T]) -> Iterable[T]:
+    """``iterable``, each of its steps run through :func:`offload` when iterated by a request
+    greenlet (a streamed answer whose every step may block); itself on a plain thread."""
+    if current_loop() is None:
+        return iterable
+    return _Offloaded(iter(iterable))
+
+
+_END: Any = object()
+
+
+class _Offloaded(Iterator[T]):
+    """An iterator whose steps run on the offload pool, one at a time; ``close()`` runs there
+    too, after the step in progress (a generator cannot be closed while it runs)."""
+
+    def __init__(self, steps: Iterator[T]) -> None:
+        self._steps = steps
+        self._lock = threading.Lock()
+
+    def __next__(self) -> T:
+        item = offload(self._step)
+        if item is _END:
+            raise StopIteration
+        return item  # type: ignore[no-any-return]
+
+    def _step(self) -> Any:
+        with self._lock:
+            return next(self._steps, _END)
+
+    def close(self) -> None:
+        close = getattr(self._steps, "close", None)
+        if close is not None:
+            _offload_threads().submit(self._close, close)
+
+    def _close(self, close: Callable[[], Any]) -> None:
+        with self._lock:
+            close()

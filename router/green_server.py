@@ -43,9 +43,15 @@ _THREAD_ROUTES_POOL = 32
 _BACKLOG = 4096
 
 # The request paths of the doors that answer with the manager's process_request/
-# stream_request only: these run as greenlets. (The agent loop behind /ai/generate with
-# mcp_servers talks to MCP servers through blocking sessions; it runs on a thread.)
-_GREEN_POSTS = ("/v1/chat/completions", "/v1/messages", "/v1/completions", "/v1/responses")
+# stream_request: these run as greenlets. (/ai/generate with mcp_servers hands its agent loop,
+# which waits on MCP sessions through blocking calls, to a thread: green.offload.)
+_GREEN_POSTS = (
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/completions",
+    "/v1/responses",
+    "/ai/generate",
+)
 _GREEN_GEMINI_SUFFIXES = (":generateContent", ":streamGenerateContent")
 
 

@@ -38,7 +38,6 @@ from router.errors import (
 )
 from router.manager import AIProviderManager
 from router.models import StreamChunk
-from router.server import BridgeServer
 
 
 def ask(text: str, model: str = MODELS["openai"], **extra):
@@ -410,7 +409,31 @@ def test_the_bridge_runs_the_loop_and_streams_tool_events(manager):
     assert len(data["transcript"]["turns"]) == 1
 
 
-def test_the_agent_path_honours_the_x_router_headers_like_the_plain_path(emulator):
+def test_an_agent_waiting_on_a_tool_does_not_hold_up_the_loop_engine(manager):
+    from router.green_server import GreenBridgeServer
+
+    # /ai/generate runs as a greenlet; its agent loop is offloaded to a thread, so a tool that
+    # hangs holds that thread only, not the loop every other request runs on. (Not
+    # start_server: make_manager's teardown would stop the module's manager.)
+    body = ask("Use hang", mcp_servers=["play"], tool_timeout=4.0, stream=True)
+    with (
+        GreenBridgeServer(manager, auth_token="") as server,
+        requests.post(server.url + "/ai/generate", json=body, stream=True, timeout=60) as agent,
+    ):
+        assert agent.status_code == 200
+        lines = (line for line in agent.iter_lines() if line.startswith(b"event: "))
+        assert next(line for line in lines if line != b"event: chunk") == b"event: turn"
+        assert next(lines) == b"event: tool_call_started"
+        # The tool hangs for 4 s from here: a loop held by it would not answer this in 2 s.
+        chat = requests.post(server.url + "/v1/chat/completions", json=ask("Hi"), timeout=2)
+        assert chat.status_code == 200, chat.text
+        status = requests.get(server.url + "/ai/status", timeout=2)
+        assert status.status_code == 200
+        rest = [line.removeprefix(b"event: ") for line in lines]
+    assert rest[0] == b"tool_result" and rest[-1] == b"done"
+
+
+def test_the_agent_path_honours_the_x_router_headers_like_the_plain_path(emulator, engine):
     # 3d_render is denied: Gemini cannot express its name, and all three must be able to serve.
     servers = [playground(denied_tools=["3d_render"])]
     config = router_config(emulator, request_timeout=120.0, mcp_servers=servers)
@@ -419,7 +442,7 @@ def test_the_agent_path_honours_the_x_router_headers_like_the_plain_path(emulato
 
     # A manager of its own, stopped by itself: make_manager's teardown stops every actor,
     # the module's manager's too.
-    with AIProviderManager(config) as manager, BridgeServer(manager, auth_token="") as server:
+    with AIProviderManager(config) as manager, engine(manager, auth_token="") as server:
         url = server.url + "/ai/generate"
 
         def served(body, **headers):

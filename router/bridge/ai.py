@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from router import green
 from router.bridge.errors import BodyError, Failure, validation_error
 from router.bridge.options import ROUTE_FIELDS, route_options
 from router.bridge.streaming import Events
@@ -151,9 +152,13 @@ class AIDoor:
 
         agent = agent_options(body)
         ai_request, options = self._routed(request, body, (*ROUTE_FIELDS, *AGENT_FIELDS))
+        # The loop waits on MCP sessions in ways a request greenlet cannot park: under the
+        # loop engine it runs on a thread (green.offload), and so does each step of its stream.
+        run = stream_agent if ai_request.stream else answer_agent
+        response = green.offload(run, self.bridge, ai_request, options, agent)
         if ai_request.stream:
-            return stream_agent(self.bridge, ai_request, options, agent)
-        return answer_agent(self.bridge, ai_request, options, agent)
+            response.body = green.offload_iteration(response.body)
+        return response
 
     def status(self, request: Request) -> Response:
         stats = self.bridge.manager.get_manager_stats()
