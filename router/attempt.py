@@ -25,6 +25,7 @@ import pykka
 from router.actors.messages import Attempt, Outcome, Settle
 from router.catalog import price
 from router.errors import (
+    AnswerCutError,
     MalformedResponseError,
     ProviderError,
     ProviderTimeoutError,
@@ -36,7 +37,7 @@ from router.errors import (
 from router.green import acquire
 from router.ledger.base import UsageRecord
 from router.models import AIResponse, ProviderType, StreamChunk, Usage
-from router.params import dropped, unsupported
+from router.params import dropped, output_ceiling, unsupported
 from router.providers.base import ProviderAdapter, StreamAccumulator
 from router.structured import parse_answer
 from router.transport import HttpClient, SSEDecoder, decode_json, iter_reads
@@ -287,6 +288,29 @@ def _run(
         )
         _settle(ctx, budget_ref, Settle(None, record))
         _tell(provider_ref, Outcome(attempt, None, invalid, _ms(started)))
+        return
+    except AnswerCutError as cut:
+        # The provider answered and bills it, but the usage went with the body: book the
+        # most it can be and end the reservation with that record (a retry reserves anew).
+        usage = cut_answer_usage(job, attempt.candidate.info)
+        cost = _cost(attempt.candidate.info, usage)
+        record = _record(
+            attempt, ctx, usage, cost, "error", None, f"{job.id}.{ctx.name}.{attempt.number}"
+        )
+        _settle(ctx, budget_ref, Settle(attempt.reservation_id, record))
+        ended = attempt.reservation_id is not None
+        _tell(
+            provider_ref,
+            Outcome(
+                attempt,
+                None,
+                cut,
+                _ms(started),
+                partial_usage=usage,
+                partial_cost=cost,
+                reservation_ended=ended,
+            ),
+        )
         return
     except ProviderTimeoutError as timed_out:
         if deadline_bound:
@@ -575,6 +599,14 @@ def _settle_stream(
             reservation_ended=attempt.reservation_id is not None,
         ),
     )
+
+
+def cut_answer_usage(job: Any, info: Any) -> Usage:
+    """What to bill for a non-streamed answer whose body broke off: the request's input
+    estimate and the most output it may have been billed (``max_tokens`` and the thinking
+    budget, or the model's limit), since the provider generated it all before sending."""
+    ceiling = output_ceiling(job.request, info.max_output_tokens) if info is not None else 0
+    return Usage(input_tokens=job.estimated_input_tokens, output_tokens=ceiling)
 
 
 def partial_usage(reported: Usage, estimated_input: int, chunks: int) -> Usage:

@@ -27,6 +27,7 @@ __all__ = [
     "InvalidRequestError",
     "ProviderTimeoutError",
     "ProviderConnectionError",
+    "AnswerCutError",
     "MalformedResponseError",
     "StreamInterruptedError",
     "ToolTranslationError",
@@ -136,6 +137,14 @@ class ProviderConnectionError(ProviderError):
 
     retryable = True
     trips_breaker = True
+
+
+class AnswerCutError(ProviderConnectionError):
+    """The provider answered 2xx, then its body broke off (cut or stalled) before it was whole.
+
+    A non-streamed answer is sent once it is generated: the provider did the work and bills
+    it, but its usage went with the body. The attempt books the most it can cost.
+    """
 
 
 class MalformedResponseError(ProviderError):

@@ -30,7 +30,12 @@ from urllib.parse import urlsplit
 import httptools
 
 from router import green
-from router.errors import ProviderConnectionError, ProviderTimeoutError, RequestCancelledError
+from router.errors import (
+    AnswerCutError,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+    RequestCancelledError,
+)
 from router.providers.base import HTTPRequest
 
 __all__ = ["GreenResponse", "close_pools", "send"]
@@ -447,6 +452,7 @@ async def _send(
 ) -> GreenResponse:
     connect, read = timeout
     connection: _Connection | None = None
+    answered = False  # a 2xx head for a whole answer: a failure past it is a cut answer
     try:
         origin, head = _head(request, default_headers)
         pool = _pool(asyncio.get_running_loop())
@@ -460,6 +466,7 @@ async def _send(
         await connection.wait(_has_head, read)
         content = b""
         if not request.stream or connection.status >= 400:
+            answered = 200 <= connection.status < 300
             await connection.wait(_is_complete, read)
             content = connection.take()
             decoder = _decoder(connection.raw_headers)
@@ -474,6 +481,10 @@ async def _send(
     except TimeoutError as exc:
         if connection is not None:
             connection.close()
+        if answered:
+            raise AnswerCutError(
+                f"the answer broke off: no bytes for {read:g}s", provider=provider
+            ) from exc
         raise ProviderTimeoutError(f"no answer within {read:g}s", provider=provider) from exc
     except asyncio.CancelledError:  # the server is stopping: reported as a cancelled attempt
         if connection is not None:
@@ -482,6 +493,10 @@ async def _send(
     except (_Broken, OSError, ValueError, zlib.error) as exc:
         if connection is not None:
             connection.close()
+        if answered:
+            raise AnswerCutError(
+                f"the answer broke off: {type(exc).__name__}", provider=provider
+            ) from exc
         raise ProviderConnectionError(
             f"connection failed: {type(exc).__name__}", provider=provider
         ) from exc

@@ -19,6 +19,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
 from router.errors import (
+    AnswerCutError,
     InvalidRequestError,
     MalformedResponseError,
     ProviderConnectionError,
@@ -186,7 +187,14 @@ class HttpClient:
             prepared = self._prepare(request, body)
             response = self._adapter.send(prepared, stream=request.stream, timeout=timeout)
             if not request.stream:
-                response.content  # noqa: B018 -- read the body under the same error mapping
+                try:
+                    response.content  # noqa: B018 -- read the body under the same error mapping
+                except requests.RequestException as exc:
+                    if 200 <= response.status_code < 300:
+                        raise AnswerCutError(
+                            f"the answer broke off: {type(exc).__name__}", provider=self.provider
+                        ) from exc
+                    raise
             return response
         except requests.Timeout as exc:
             raise ProviderTimeoutError(
