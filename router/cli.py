@@ -359,7 +359,7 @@ def _stream_to_terminal(manager: Any, request: Any, strategy: str | None, as_jso
 # --- agent, mcp -------------------------------------------------------------------------------
 
 
-def _adhoc_server(command_line: str) -> dict[str, Any]:
+def _adhoc_server(command_line: str, env: dict[str, str]) -> dict[str, Any]:
     import shlex
 
     try:
@@ -368,9 +368,27 @@ def _adhoc_server(command_line: str) -> dict[str, Any]:
         raise RouterCommandError(f"--mcp-command: {error}", EXIT_CONFIG) from None
     if not words:
         raise RouterCommandError("--mcp-command: empty command", EXIT_CONFIG)
-    # No env: the server gets the minimal environment (router.mcp.session.stdio_environment),
-    # never the caller's, which holds the provider API keys.
-    return {"name": "command", "command": words[0], "args": words[1:]}
+    # The server gets the minimal environment (router.mcp.session.stdio_environment) plus
+    # what --mcp-env names, never the caller's, which holds the provider API keys.
+    return {"name": "command", "command": words[0], "args": words[1:], "env": env}
+
+
+def _adhoc_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--mcp-env NAME=VALUE`` pairs. An error names the variable, never the value (often
+    a token), and without an ``=`` it echoes nothing of what was given."""
+    import re
+
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals:
+            raise RouterCommandError("--mcp-env: expected NAME=VALUE (no '=' given)", EXIT_CONFIG)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise RouterCommandError(
+                f"--mcp-env: {name[:40]!r} is not an environment variable name", EXIT_CONFIG
+            )
+        env[name] = value
+    return env
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -386,6 +404,14 @@ def _short(text: str, limit: int = 200) -> str:
     "commands",
     multiple=True,
     help="Start this MCP server over stdio, e.g. 'uvx mcp-server-time' (repeatable).",
+)
+@click.option(
+    "--mcp-env",
+    "env_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="An environment variable for the --mcp-command servers (repeatable); they get no "
+    "other of yours.",
 )
 @click.option("--model", default=None, help="Model id, model group alias, or provider/model.")
 @click.option(
@@ -408,6 +434,7 @@ def agent(
     prompt: str,
     servers: tuple[str, ...],
     commands: tuple[str, ...],
+    env_pairs: tuple[str, ...],
     model: str | None,
     strategy: str | None,
     system: str | None,
@@ -426,8 +453,11 @@ def agent(
     from router.errors import RouterError
 
     specs: list[Any] = list(servers)
+    env = _adhoc_env(env_pairs)
+    if env and not commands:
+        raise RouterCommandError("--mcp-env applies to --mcp-command servers only", EXIT_CONFIG)
     for index, command_line in enumerate(commands):
-        spec = _adhoc_server(command_line)
+        spec = _adhoc_server(command_line, env)
         if len(commands) > 1:
             spec["name"] = f"command-{index + 1}"
         specs.append(spec)

@@ -301,4 +301,36 @@ def test_stdio_servers_never_get_the_provider_keys_unless_their_env_names_them(
     assert not set(ROUTER_SECRETS) & set(seen)
     assert "EXPLICIT_TOKEN" not in seen and "GOOGLE_API_KEY" not in seen
     assert seen["PATH"] == os.environ["PATH"]
+
+    # ... plus what --mcp-env names, and still nothing else of the caller's.
+    given = ["--mcp-env", "EXPLICIT_TOKEN=for-this-server", "--mcp-env", "EMPTY="]
+    seen = _server_environment(path, "--mcp-command", command, *given, *model)
+    assert (seen.get("EXPLICIT_TOKEN"), seen.get("EMPTY")) == ("for-this-server", "")
+    assert not set(ROUTER_SECRETS) & set(seen)
     assert not mcp_children() and not mcp_threads()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mcp-env", "sk-secret-value"], "expected NAME=VALUE (no '=' given)"),
+        (["--mcp-env", "1BAD=x"], "'1BAD' is not an environment variable name"),
+        (["--mcp-env", "=x"], "'' is not an environment variable name"),
+    ],
+)
+def test_a_bad_mcp_env_is_a_config_error_that_never_echoes_a_value(tmp_path, args, message):
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump({"providers": []}))
+    result = CliRunner().invoke(
+        cli, ["--config", str(path), "agent", "hi", "--mcp-command", "server", *args]
+    )
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert "secret" not in result.output and "Traceback" not in result.output
+
+
+def test_mcp_env_without_an_adhoc_server_is_refused(tmp_path):
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump({"providers": []}))
+    result = CliRunner().invoke(cli, ["--config", str(path), "agent", "hi", "--mcp-env", "A=1"])
+    assert result.exit_code == 2
+    assert "--mcp-env applies to --mcp-command servers only" in result.stderr
