@@ -10,13 +10,14 @@ in flight cost one thread. This is the bridge SQLAlchemy's asyncio support uses
 (``greenlet_spawn`` / ``await_only``).
 
 Code that runs on a plain thread sees :func:`current_loop` return ``None`` and takes the
-threaded path, unchanged; ``greenlet`` is imported only by :func:`enable`.
+threaded path, unchanged; ``greenlet`` is imported only by :func:`enable`. Work that blocks in
+ways a greenlet cannot park (the agent loop's MCP sessions) goes to a thread with
+:func:`offload` while the greenlet parks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import queue
 import threading
 from collections import deque
@@ -229,7 +230,7 @@ def offload(fn: Callable[..., T], *args: Any) -> T:
     loop = current_loop()
     if loop is None:
         return fn(*args)
-    return wait(loop.run_in_executor(_offload_threads(), functools.partial(fn, *args)))
+    return wait(loop.run_in_executor(_offload_threads(), fn, *args))
 
 
 def offload_iteration(iterable: Iterable[T]) -> Iterable[T]:
