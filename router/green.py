@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 __all__ = [
     "LoopInbox",
     "acquire",
+    "close_offload",
     "current_loop",
     "eager",
     "enable",
@@ -209,18 +211,26 @@ def _give_back(slots: Any) -> Callable[[asyncio.Future[Any]], None]:
 # --- blocking work a greenlet cannot park on --------------------------------------------------
 
 _OFFLOAD_THREADS = 32
-_offload_pool: ThreadPoolExecutor | None = None
-_offload_lock = threading.Lock()
+# Per loop (a server's): its engine joins them when it stops (close_offload).
+_offload_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecutor] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _offload_threads() -> ThreadPoolExecutor:
-    global _offload_pool
-    with _offload_lock:
-        if _offload_pool is None:
-            _offload_pool = ThreadPoolExecutor(
-                _OFFLOAD_THREADS, thread_name_prefix="router-offload"
-            )
-        return _offload_pool
+def _offload_threads(loop: asyncio.AbstractEventLoop) -> ThreadPoolExecutor:
+    pool = _offload_pools.get(loop)  # only the loop's own thread gets here: no lock
+    if pool is None:
+        pool = _offload_pools[loop] = ThreadPoolExecutor(
+            _OFFLOAD_THREADS, thread_name_prefix="router-offload"
+        )
+    return pool
+
+
+def close_offload(loop: asyncio.AbstractEventLoop) -> None:
+    """Join ``loop``'s offload threads (the engine calls it once its loop has stopped)."""
+    pool = _offload_pools.pop(loop, None)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def offload(fn: Callable[..., T], *args: Any) -> T:
@@ -230,15 +240,16 @@ def offload(fn: Callable[..., T], *args: Any) -> T:
     loop = current_loop()
     if loop is None:
         return fn(*args)
-    return wait(loop.run_in_executor(_offload_threads(), fn, *args))
+    return wait(loop.run_in_executor(_offload_threads(loop), fn, *args))
 
 
 def offload_iteration(iterable: Iterable[T]) -> Iterable[T]:
     """``iterable``, each of its steps run through :func:`offload` when iterated by a request
     greenlet (a streamed answer whose every step may block); itself on a plain thread."""
-    if current_loop() is None:
+    loop = current_loop()
+    if loop is None:
         return iterable
-    return _Offloaded(iter(iterable))
+    return _Offloaded(iter(iterable), loop)
 
 
 _END: Any = object()
@@ -248,8 +259,9 @@ class _Offloaded(Iterator[T]):
     """An iterator whose steps run on the offload pool, one at a time; ``close()`` runs there
     too, after the step in progress (a generator cannot be closed while it runs)."""
 
-    def __init__(self, steps: Iterator[T]) -> None:
+    def __init__(self, steps: Iterator[T], loop: asyncio.AbstractEventLoop) -> None:
         self._steps = steps
+        self._pool = _offload_threads(loop)
         self._lock = threading.Lock()
 
     def __next__(self) -> T:
@@ -263,9 +275,14 @@ class _Offloaded(Iterator[T]):
             return next(self._steps, _END)
 
     def close(self) -> None:
+        """From the greenlet, the loop (a client that left) or any thread; never waits."""
         close = getattr(self._steps, "close", None)
-        if close is not None:
-            _offload_threads().submit(self._close, close)
+        if close is None:
+            return
+        try:
+            self._pool.submit(self._close, close)
+        except RuntimeError:  # the pool is shut down: no step can be running any more
+            self._close(close)
 
     def _close(self, close: Callable[[], Any]) -> None:
         with self._lock:

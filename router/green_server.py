@@ -453,6 +453,7 @@ class GreenBridgeServer(ServerAddress):
             logger.exception("the bridge's event loop failed")
         finally:
             self._ready.set()
+            green.close_offload(loop)  # agent loops still running finish first
             loop.close()
 
     async def _serve(self) -> None:

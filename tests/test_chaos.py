@@ -237,15 +237,18 @@ def test_chaos_soak_keeps_serving_and_accounts_every_cent(remote_emulator, tmp_p
     success_rate = result.successes / SOAK_REQUESTS
     assert success_rate >= 0.999, result.failures
 
-    # The ledger: settled total == successful responses + billed partial streams, to the
-    # cent (in fact exact in the ledger's nano-dollar units), nothing left reserved.
+    # The ledger: settled total == successful responses + billed partial streams + cut
+    # non-streamed answers billed at their most (the provider generated them), to the cent
+    # (in fact exact in the ledger's nano-dollar units), nothing left reserved.
     by_outcome = Counter(r.outcome for r in records)
     partial = [r for r in records if r.outcome == "partial"]
+    cut = [r for r in records if r.outcome == "error"]
     assert by_outcome["success"] == result.successes
     assert len({r.request_id for r in records}) == len(records)
-    assert all(r.provider in FAULTY and r.cost > 0 for r in partial)
+    assert cut and all(r.output_tokens == 16 for r in cut)  # the request's max_tokens
+    assert all(r.provider in FAULTY and r.cost > 0 for r in partial + cut)
     expected_units = sum(to_units(c) for c in result.response_costs) + sum(
-        to_units(r.cost) for r in partial
+        to_units(r.cost) for r in partial + cut
     )
     spent_units = to_units(budget["spent_month"])
     difference = (spent_units - expected_units) / 1e9
