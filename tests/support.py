@@ -46,6 +46,24 @@ def router_config(emulator: Any, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def one_openai_provider(base_url: str, **provider: Any) -> dict[str, Any]:
+    """A config with one OpenAI provider at ``base_url`` (an upstream a test runs itself) and
+    a memory ledger; ``provider`` overrides the provider's settings."""
+    return {
+        "providers": [
+            {
+                "name": "openai",
+                "type": "openai",
+                "api_key": "sk-test-FAKE-0123456789",
+                "base_url": base_url,
+                "timeout": 30.0,
+                **provider,
+            }
+        ],
+        "ledger": {"type": "memory"},
+    }
+
+
 ACTOR_THREAD_PREFIXES = ("router-", "SupervisorActor", "ProviderActor", "BudgetActor")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from support import one_openai_provider
 
 from router.errors import AnswerCutError, ProviderError
 from router.green_server import GreenBridgeServer
@@ -48,19 +49,9 @@ def cut_upstream() -> Iterator[Any]:
 
 
 def _config(server: Any) -> dict[str, Any]:
-    return {
-        "providers": [
-            {
-                "name": "openai",
-                "type": "openai",
-                "api_key": "sk-test-FAKE-0123456789",
-                "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
-                "max_retries": 1,
-            }
-        ],
-        "ledger": {"type": "memory"},
-        "budgets": [{"name": "Daily", "daily_limit": 1.0}],
-    }
+    config = one_openai_provider(f"http://127.0.0.1:{server.server_address[1]}/v1", max_retries=1)
+    config["budgets"] = [{"name": "Daily", "daily_limit": 1.0}]
+    return config
 
 
 def _assert_billed_at_most(manager: Any, attempts: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import completion, router_config
+from support import completion, one_openai_provider, router_config
 
 from router import green
 from router.green_server import GreenBridgeServer, runs_green
@@ -126,26 +126,11 @@ def loop_server(start_server) -> Any:
     return lambda manager=None, **kwargs: start_server(GreenBridgeServer, manager, **kwargs)
 
 
-def _one_provider(url: str) -> dict[str, Any]:
-    return {
-        "providers": [
-            {
-                "name": "openai",
-                "type": "openai",
-                "api_key": "sk-test-FAKE-0123456789",
-                "base_url": url,
-                "timeout": 30.0,
-            }
-        ],
-        "ledger": {"type": "memory"},
-    }
-
-
 def test_hundreds_of_calls_in_flight_hold_no_thread_each(loop_server, make_manager):
     calls = 300
     upstream = HeldUpstream(calls).start()
     try:
-        server = loop_server(make_manager(_one_provider(upstream.url)))
+        server = loop_server(make_manager(one_openai_provider(upstream.url)))
         session = requests.Session()
         session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=calls))
         threads_before = threading.active_count()
@@ -192,7 +177,7 @@ def test_calls_in_flight_are_not_bounded_by_the_thread_routes(loop_server, make_
     calls = 48  # more than the 32 threads the routes that may block share
     upstream = HeldUpstream(calls).start()
     try:
-        server = loop_server(make_manager(_one_provider(upstream.url)))
+        server = loop_server(make_manager(one_openai_provider(upstream.url)))
         session = requests.Session()
         session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=calls))
         with ThreadPoolExecutor(calls) as pool:
@@ -231,7 +216,7 @@ def test_a_deadline_on_the_loop_answers_in_time_and_frees_the_provider(loop_serv
     # would be counted there seconds later, in another test's counters.
     upstream = HeldUpstream(1).start()
     try:
-        server = loop_server(make_manager(_one_provider(upstream.url)))
+        server = loop_server(make_manager(one_openai_provider(upstream.url)))
         body = {**CHAT, "timeout": 0.5}
         answer = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
         assert answer.status_code == 504, answer.text
@@ -399,7 +384,7 @@ def test_a_client_that_stops_reading_is_dropped_after_the_timeout(loop_server, m
 
     upstream = FloodUpstream().start()
     try:
-        config = _one_provider(upstream.url)
+        config = one_openai_provider(upstream.url)
         config["providers"][0]["max_concurrency"] = 1
         server = loop_server(make_manager(config), timeout=1.0)
         reader = socket.socket()
@@ -456,7 +441,7 @@ def test_a_stream_answers_once_the_provider_accepts_not_at_its_first_content(
     path, body, first_line, first_event = EARLY_DOORS[door]
     upstream = HeldUpstream(1).start()
     try:
-        server = loop_server(make_manager(_one_provider(upstream.url)))
+        server = loop_server(make_manager(one_openai_provider(upstream.url)))
         with requests.post(
             server.url + path,
             json={**body, "stream": True},
